@@ -1,0 +1,160 @@
+//! Extractors whose rejections are the API's own error shape, naming the field at fault.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// Like `axum::Json`, but malformed bodies get `{"error","message","field"}`.
+pub struct ApiJson<T>(pub T);
+
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|ct| ct.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+/// Turns a serde error at `path` into the API error: syntax → 400, shape → 422 naming
+/// the field.
+fn classify(path: String, err: &serde_json::Error) -> Error {
+    use serde_json::error::Category;
+    let msg = err.to_string();
+    // serde reports a missing field at its parent; name the field itself.
+    let field = match msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        Some(name) if path == "." => name.to_string(),
+        Some(name) => format!("{path}.{name}"),
+        None if path == "." => String::new(),
+        None => path,
+    };
+    let message = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    match err.classify() {
+        Category::Data => Error::Invalid { field, message },
+        Category::Syntax | Category::Eof | Category::Io => Error::BadRequest {
+            code: "invalid_json",
+            message: format!("malformed JSON: {msg}"),
+            field: None,
+        },
+    }
+}
+
+/// Parses JSON bytes into `T`, naming the failing field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        classify(path, e.inner())
+    })?;
+    Ok(value)
+}
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        if !is_json(ct) {
+            return Err(Error::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge
+            } else {
+                Error::BadRequest {
+                    code: "invalid_body",
+                    message: e.body_text(),
+                    field: None,
+                }
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Like `axum::extract::Query`, with the API's error shape naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| Error::Invalid {
+                field: e.path().to_string(),
+                message: e.inner().to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        mac: String,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        nics: Vec<Inner>,
+        count: u32,
+    }
+
+    fn field_of(json: &str) -> (String, String) {
+        match parse_json::<Outer>(json.as_bytes()) {
+            Err(Error::Invalid { field, message }) => (field, message),
+            Err(Error::BadRequest { code, .. }) => ("<bad>".into(), code.into()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            field_of(r#"{"nics":[{"mac":1}],"count":1}"#).0,
+            "nics[0].mac"
+        );
+        assert_eq!(field_of(r#"{"nics":[],"count":"x"}"#).0, "count");
+        assert_eq!(field_of(r#"{"nics":[{}],"count":1}"#).0, "nics[0].mac");
+        assert_eq!(field_of(r#"{"nics":[]}"#).0, "count");
+        assert_eq!(
+            field_of(r#"{"nics":[}"#),
+            ("<bad>".into(), "invalid_json".into())
+        );
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json(Some("application/json")));
+        assert!(is_json(Some("application/json; charset=utf-8")));
+        assert!(is_json(Some("application/merge-patch+json")));
+        assert!(!is_json(Some("text/plain")));
+        assert!(!is_json(None));
+    }
+}

@@ -1,0 +1,126 @@
+//! The one error type of the server's domain and its one HTTP boundary.
+//!
+//! Domain and store code return [`Error`], which knows nothing of HTTP. The single
+//! [`IntoResponse`] impl below maps it to a status and the stable JSON body
+//! `{"error": code, "message": text, "field": name?}`. Internal details are logged with a
+//! request-independent id and never sent to the client.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is well-formed JSON but a value is not acceptable.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The request body could not be read as the expected JSON.
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with the current state (illegal transition, duplicate, in use).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Error {
+        Error::NotFound(what.into())
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
+            Error::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code: `invalid_value`, `invalid_json`, `not_found`,
+    /// `conflict`, `unauthorized`, `forbidden`, `payload_too_large`,
+    /// `unsupported_media_type`, `method_not_allowed`, `rate_limited`, `internal`.
+    pub error: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The request field at fault, as a path such as `report.nics[0].mac`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Builds an error response from its parts; used by the boundary and by middleware that
+/// rewrites framework-produced errors (404/405/413) into this shape.
+pub fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    field: Option<String>,
+) -> Response {
+    let body = ErrorBody {
+        error: code.to_string(),
+        message,
+        field,
+    };
+    let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+    (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let (message, field) = match self {
+            Error::Invalid { field, message } => (message, Some(field)),
+            Error::BadRequest { message, field, .. } => (message, field),
+            Error::Store(ref e) => {
+                tracing::error!(error = %e, "storage error");
+                ("internal error; see the server log".to_string(), None)
+            }
+            Error::Internal(ref e) => {
+                tracing::error!(error = %e, "internal error");
+                ("internal error; see the server log".to_string(), None)
+            }
+            other => (other.to_string(), None),
+        };
+        error_response(status, code, message, field)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,164 @@
+//! The OS catalogue: validation and changes. Built-in entries can be edited, not deleted;
+//! an entry assigned to machines cannot be deleted either.
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::OsImage;
+use crate::error::{Error, Result};
+use crate::store::{Db, StoreError, os as store};
+
+/// A catalogue entry as an operator writes it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OsInput {
+    /// Lower-case identifier: letters, digits, `.`, `-`; 2–64 characters. Ignored on update
+    /// (the path names the entry).
+    #[serde(default)]
+    pub slug: Option<String>,
+    pub name: String,
+    /// `ubuntu`, `debian`, `rocky`, ...
+    pub family: String,
+    pub version: String,
+    #[serde(default = "default_arch")]
+    pub arch: String,
+    /// http(s) URL of the disk image the installer writes.
+    pub image_url: String,
+}
+
+fn default_arch() -> String {
+    "x86_64".into()
+}
+
+fn validate_slug(slug: &str) -> Result<()> {
+    let ok = (2..=64).contains(&slug.len())
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && slug.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "slug",
+            "2–64 characters of a-z, 0-9, '.' and '-', starting with a letter or digit",
+        ))
+    }
+}
+
+fn validate(input: &OsInput) -> Result<()> {
+    for (field, value, max) in [
+        ("name", &input.name, 128),
+        ("family", &input.family, 32),
+        ("version", &input.version, 32),
+        ("arch", &input.arch, 16),
+        ("image_url", &input.image_url, 2048),
+    ] {
+        if value.trim().is_empty() {
+            return Err(Error::invalid(field, "must not be empty"));
+        }
+        if value.len() > max {
+            return Err(Error::invalid(
+                field,
+                format!("longer than {max} characters"),
+            ));
+        }
+    }
+    if !["x86_64", "aarch64"].contains(&input.arch.as_str()) {
+        return Err(Error::invalid("arch", "must be x86_64 or aarch64"));
+    }
+    let url = input.image_url.trim();
+    let parsed: std::result::Result<axum::http::Uri, _> = url.parse();
+    let ok = parsed.is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    });
+    if !ok {
+        return Err(Error::invalid(
+            "image_url",
+            "must be an http:// or https:// URL",
+        ));
+    }
+    Ok(())
+}
+
+fn row(slug: String, input: OsInput, builtin: bool, now: i64, created: i64) -> store::OsRow {
+    store::OsRow {
+        slug,
+        name: input.name.trim().to_string(),
+        family: input.family.trim().to_ascii_lowercase(),
+        version: input.version.trim().to_string(),
+        arch: input.arch,
+        image_url: input.image_url.trim().to_string(),
+        builtin,
+        created_at: created,
+        updated_at: now,
+    }
+}
+
+pub async fn list(db: &Db) -> Result<Vec<OsImage>> {
+    let rows = db.read(|c| store::list(c)).await.map_err(Error::from)?;
+    Ok(rows.into_iter().map(OsImage::from).collect())
+}
+
+pub async fn get(db: &Db, slug: &str) -> Result<OsImage> {
+    let s = slug.to_string();
+    db.read(move |c| store::get(c, &s))
+        .await
+        .map_err(Error::from)?
+        .map(OsImage::from)
+        .ok_or_else(|| Error::not_found(format!("OS {slug}")))
+}
+
+pub async fn create(db: &Db, input: OsInput, now: i64) -> Result<OsImage> {
+    let slug = input
+        .slug
+        .clone()
+        .ok_or_else(|| Error::invalid("slug", "required"))?;
+    validate_slug(&slug)?;
+    validate(&input)?;
+    let r = row(slug.clone(), input, false, now, now);
+    db.write(move |tx| -> Result<_> {
+        store::insert(tx, &r).map_err(|e: StoreError| {
+            if e.is_constraint() {
+                Error::Conflict(format!("an OS with slug '{}' already exists", r.slug))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(OsImage::from(r))
+    })
+    .await
+}
+
+pub async fn update(db: &Db, slug: &str, input: OsInput, now: i64) -> Result<OsImage> {
+    validate(&input)?;
+    let slug = slug.to_string();
+    db.write(move |tx| -> Result<_> {
+        let old = store::get(tx, &slug)?.ok_or_else(|| Error::not_found(format!("OS {slug}")))?;
+        let r = row(slug, input, old.builtin, now, old.created_at);
+        store::update(tx, &r)?;
+        Ok(OsImage::from(r))
+    })
+    .await
+}
+
+pub async fn delete(db: &Db, slug: &str) -> Result<()> {
+    let slug = slug.to_string();
+    db.write(move |tx| -> Result<_> {
+        let old = store::get(tx, &slug)?.ok_or_else(|| Error::not_found(format!("OS {slug}")))?;
+        if old.builtin {
+            return Err(Error::Conflict(format!(
+                "'{slug}' is built in; edit its image_url instead of deleting it"
+            )));
+        }
+        let n = store::machines_using(tx, &slug)?;
+        if n > 0 {
+            return Err(Error::Conflict(format!(
+                "'{slug}' is assigned to {n} machine(s)"
+            )));
+        }
+        store::delete(tx, &slug)?;
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,434 @@
+//! Who is this machine? Validation and normalisation of hardware reports, matching a report
+//! to a known machine, and noticing when its hardware changed.
+//!
+//! A machine is keyed by its boot NIC MAC and cross-checked with the SMBIOS UUID and serial.
+//! The server cleans every report again with the same rules as the agent (`dragonfly_proto`),
+//! so junk from any agent version counts as absent.
+
+use std::collections::BTreeSet;
+
+use dragonfly_proto::{HardwareReport, clean_smbios, clean_uuid, normalize_mac};
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::store::machines::{self as store, DiskRow, Identity, MachineRow, NicRow};
+
+const MAX_STRING: usize = 256;
+const MAX_NICS: usize = 128;
+const MAX_DISKS: usize = 512;
+const MAX_PCI: usize = 2048;
+const MAX_DIMMS: usize = 512;
+
+fn clean_opt(v: &mut Option<String>, field: &str) -> Result<()> {
+    if let Some(s) = v.as_deref() {
+        if s.len() > MAX_STRING {
+            return Err(Error::invalid(
+                field,
+                format!("longer than {MAX_STRING} bytes"),
+            ));
+        }
+        *v = clean_smbios(s);
+    }
+    Ok(())
+}
+
+fn check_len(s: &str, field: &str) -> Result<()> {
+    if s.len() > MAX_STRING {
+        return Err(Error::invalid(
+            field,
+            format!("longer than {MAX_STRING} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_count(n: usize, max: usize, field: &str) -> Result<()> {
+    if n > max {
+        return Err(Error::invalid(field, format!("more than {max} entries")));
+    }
+    Ok(())
+}
+
+/// Validates a report and normalises it in place: MACs lower-case, junk SMBIOS values absent,
+/// every string bounded. Errors name the offending field as `report.path`.
+pub fn normalise(report: &mut HardwareReport) -> Result<()> {
+    report.boot_mac = normalize_mac(&report.boot_mac)
+        .map_err(|e| Error::invalid("report.boot_mac", e.to_string()))?;
+    check_count(report.nics.len(), MAX_NICS, "report.nics")?;
+    check_count(report.disks.len(), MAX_DISKS, "report.disks")?;
+    check_count(report.pci.len(), MAX_PCI, "report.pci")?;
+    check_count(
+        report.smbios.memory.len(),
+        MAX_DIMMS,
+        "report.smbios.memory",
+    )?;
+    check_count(
+        report.smbios.processors.len(),
+        MAX_DIMMS,
+        "report.smbios.processors",
+    )?;
+
+    let s = &mut report.smbios;
+    let sys = &mut s.system;
+    if let Some(u) = sys.uuid.as_deref() {
+        check_len(u, "report.smbios.system.uuid")?;
+        sys.uuid = clean_uuid(u);
+    }
+    for (v, f) in [
+        (&mut sys.vendor, "report.smbios.system.vendor"),
+        (&mut sys.product, "report.smbios.system.product"),
+        (&mut sys.version, "report.smbios.system.version"),
+        (&mut sys.serial, "report.smbios.system.serial"),
+        (&mut sys.sku, "report.smbios.system.sku"),
+        (&mut sys.family, "report.smbios.system.family"),
+        (&mut s.baseboard.vendor, "report.smbios.baseboard.vendor"),
+        (&mut s.baseboard.product, "report.smbios.baseboard.product"),
+        (&mut s.baseboard.version, "report.smbios.baseboard.version"),
+        (&mut s.baseboard.serial, "report.smbios.baseboard.serial"),
+        (
+            &mut s.baseboard.asset_tag,
+            "report.smbios.baseboard.asset_tag",
+        ),
+        (&mut s.chassis.vendor, "report.smbios.chassis.vendor"),
+        (&mut s.chassis.kind, "report.smbios.chassis.kind"),
+        (&mut s.chassis.serial, "report.smbios.chassis.serial"),
+        (&mut s.chassis.asset_tag, "report.smbios.chassis.asset_tag"),
+        (&mut s.bios.vendor, "report.smbios.bios.vendor"),
+        (&mut s.bios.version, "report.smbios.bios.version"),
+        (&mut s.bios.date, "report.smbios.bios.date"),
+    ] {
+        clean_opt(v, f)?;
+    }
+    for (i, m) in s.memory.iter_mut().enumerate() {
+        clean_opt(&mut m.serial, &format!("report.smbios.memory[{i}].serial"))?;
+        clean_opt(
+            &mut m.part_number,
+            &format!("report.smbios.memory[{i}].part_number"),
+        )?;
+        clean_opt(
+            &mut m.manufacturer,
+            &format!("report.smbios.memory[{i}].manufacturer"),
+        )?;
+    }
+    for (i, n) in report.nics.iter_mut().enumerate() {
+        n.mac = normalize_mac(&n.mac)
+            .map_err(|e| Error::invalid(format!("report.nics[{i}].mac"), e.to_string()))?;
+        check_len(&n.name, &format!("report.nics[{i}].name"))?;
+        check_count(
+            n.addresses.len(),
+            64,
+            &format!("report.nics[{i}].addresses"),
+        )?;
+        n.boot = n.mac == report.boot_mac;
+    }
+    for (i, d) in report.disks.iter_mut().enumerate() {
+        check_len(&d.name, &format!("report.disks[{i}].name"))?;
+        clean_opt(&mut d.serial, &format!("report.disks[{i}].serial"))?;
+        clean_opt(&mut d.wwn, &format!("report.disks[{i}].wwn"))?;
+        clean_opt(&mut d.model, &format!("report.disks[{i}].model"))?;
+    }
+    if let Some(cpu) = report.cpu.as_mut() {
+        clean_opt(&mut cpu.model, "report.cpu.model")?;
+    }
+    Ok(())
+}
+
+/// The identity and summary columns for a normalised report.
+pub fn identity(report: &HardwareReport, agent_version: &str) -> Identity {
+    let sys = &report.smbios.system;
+    Identity {
+        boot_mac: report.boot_mac.clone(),
+        smbios_uuid: sys.uuid.clone(),
+        serial: sys.serial.clone(),
+        vendor: sys.vendor.clone(),
+        product: sys.product.clone(),
+        agent_version: Some(agent_version.chars().take(64).collect()),
+        arch: report.arch.clone(),
+        firmware: report.firmware.map(|f| {
+            match f {
+                dragonfly_proto::Firmware::Bios => "bios",
+                dragonfly_proto::Firmware::Uefi => "uefi",
+            }
+            .to_string()
+        }),
+        cpu_model: report.cpu.as_ref().and_then(|c| c.model.clone()),
+        cpu_threads: report.cpu.as_ref().map(|c| c.threads),
+        memory_bytes: report.memory_bytes,
+        disk_bytes: Some(report.disks.iter().map(|d| d.size_bytes).sum()),
+    }
+}
+
+pub fn nic_rows(report: &HardwareReport) -> Vec<NicRow> {
+    report
+        .nics
+        .iter()
+        .map(|n| NicRow {
+            mac: n.mac.clone(),
+            name: n.name.clone(),
+            driver: n.driver.clone(),
+            pci_address: n.pci_address.clone(),
+            link_up: n.link_up,
+            speed_mbps: n.speed_mbps,
+            mtu: n.mtu,
+            addresses: n.addresses.clone(),
+            is_boot: n.boot,
+        })
+        .collect()
+}
+
+pub fn disk_rows(report: &HardwareReport) -> Vec<DiskRow> {
+    report
+        .disks
+        .iter()
+        .map(|d| DiskRow {
+            name: d.name.clone(),
+            size_bytes: d.size_bytes,
+            model: d.model.clone(),
+            serial: d.serial.clone(),
+            wwn: d.wwn.clone(),
+            rotational: d.rotational,
+            transport: d
+                .transport
+                .and_then(|t| serde_json::to_value(t).ok())
+                .and_then(|v| v.as_str().map(str::to_string)),
+        })
+        .collect()
+}
+
+/// How a report was matched to a known machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchedBy {
+    BootMac,
+    OtherNic,
+    Uuid,
+    Serial,
+}
+
+/// Finds the machine this report belongs to: boot MAC first, then any NIC's MAC, then the
+/// SMBIOS UUID, then serial + vendor.
+pub fn find_existing(
+    conn: &Connection,
+    ident: &Identity,
+    report: &HardwareReport,
+) -> Result<Option<(MachineRow, MatchedBy)>> {
+    if let Some(m) = store::by_boot_mac(conn, &ident.boot_mac)? {
+        return Ok(Some((m, MatchedBy::BootMac)));
+    }
+    for nic in &report.nics {
+        if let Some(m) = store::by_any_mac(conn, &nic.mac)? {
+            return Ok(Some((m, MatchedBy::OtherNic)));
+        }
+    }
+    if let Some(uuid) = &ident.smbios_uuid {
+        if let Some(m) = store::by_uuid(conn, uuid)? {
+            return Ok(Some((m, MatchedBy::Uuid)));
+        }
+    }
+    if let Some(serial) = &ident.serial {
+        if let Some(m) = store::by_serial(conn, serial, ident.vendor.as_deref())? {
+            return Ok(Some((m, MatchedBy::Serial)));
+        }
+    }
+    Ok(None)
+}
+
+/// Identity disagreements between a stored machine and a new report (a swapped mainboard
+/// keeps the NIC but changes the UUID; a moved NIC keeps the UUID but changes the MAC).
+pub fn identity_conflicts(stored: &MachineRow, ident: &Identity) -> Vec<String> {
+    let mut out = Vec::new();
+    if let (Some(a), Some(b)) = (&stored.smbios_uuid, &ident.smbios_uuid) {
+        if a != b {
+            out.push(format!("SMBIOS UUID changed from {a} to {b}"));
+        }
+    }
+    if let (Some(a), Some(b)) = (&stored.serial, &ident.serial) {
+        if a != b {
+            out.push(format!("serial changed from {a} to {b}"));
+        }
+    }
+    if stored.boot_mac != ident.boot_mac {
+        out.push(format!(
+            "boot NIC changed from {} to {}",
+            stored.boot_mac, ident.boot_mac
+        ));
+    }
+    out
+}
+
+/// The report without what changes on every boot (addresses, link state, speed), as the
+/// text that is hashed and compared between boots.
+fn comparable(report: &HardwareReport) -> HardwareReport {
+    let mut r = report.clone();
+    for n in &mut r.nics {
+        n.addresses.clear();
+        n.link_up = None;
+        n.speed_mbps = None;
+    }
+    r.nics.sort_by(|a, b| a.mac.cmp(&b.mac));
+    r.disks
+        .sort_by(|a, b| (&a.serial, &a.wwn, &a.name).cmp(&(&b.serial, &b.wwn, &b.name)));
+    r.pci.sort_by(|a, b| a.address.cmp(&b.address));
+    r
+}
+
+/// SHA-256 of the comparable form of a report.
+pub fn digest(report: &HardwareReport) -> String {
+    let json = serde_json::to_vec(&comparable(report)).unwrap_or_default();
+    let hash = Sha256::digest(&json);
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn disk_key(d: &dragonfly_proto::Disk) -> String {
+    d.serial
+        .clone()
+        .or_else(|| d.wwn.clone())
+        .unwrap_or_else(|| d.name.clone())
+}
+
+/// A short human summary of what differs between two reports of the same machine.
+pub fn diff(old: &HardwareReport, new: &HardwareReport) -> Vec<String> {
+    let mut out = Vec::new();
+    let set = |r: &HardwareReport| {
+        r.nics
+            .iter()
+            .map(|n| n.mac.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    let (a, b) = (set(old), set(new));
+    for m in b.difference(&a) {
+        out.push(format!("NIC {m} added"));
+    }
+    for m in a.difference(&b) {
+        out.push(format!("NIC {m} removed"));
+    }
+    let dset = |r: &HardwareReport| r.disks.iter().map(disk_key).collect::<BTreeSet<_>>();
+    let (a, b) = (dset(old), dset(new));
+    for d in b.difference(&a) {
+        out.push(format!("disk {d} added"));
+    }
+    for d in a.difference(&b) {
+        out.push(format!("disk {d} removed"));
+    }
+    if old.memory_bytes != new.memory_bytes {
+        out.push(format!(
+            "memory {} → {}",
+            gib(old.memory_bytes),
+            gib(new.memory_bytes)
+        ));
+    }
+    let cpu = |r: &HardwareReport| r.cpu.as_ref().and_then(|c| c.model.clone());
+    if cpu(old) != cpu(new) {
+        out.push(format!(
+            "CPU {} → {}",
+            cpu(old).unwrap_or_else(|| "unknown".into()),
+            cpu(new).unwrap_or_else(|| "unknown".into())
+        ));
+    }
+    if old.smbios.bios.version != new.smbios.bios.version {
+        out.push(format!(
+            "BIOS {} → {}",
+            old.smbios.bios.version.as_deref().unwrap_or("unknown"),
+            new.smbios.bios.version.as_deref().unwrap_or("unknown")
+        ));
+    }
+    let pci = |r: &HardwareReport| {
+        r.pci
+            .iter()
+            .map(|p| format!("{} {}:{}", p.address, p.vendor_id, p.device_id))
+            .collect::<BTreeSet<_>>()
+    };
+    let (a, b) = (pci(old), pci(new));
+    for p in b.difference(&a) {
+        out.push(format!("PCI device {p} added"));
+    }
+    for p in a.difference(&b) {
+        out.push(format!("PCI device {p} removed"));
+    }
+    if out.is_empty() {
+        out.push("hardware report changed".into());
+    }
+    out
+}
+
+fn gib(bytes: Option<u64>) -> String {
+    match bytes {
+        Some(b) => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        None => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dragonfly_proto::{Disk, Nic};
+
+    fn report() -> HardwareReport {
+        let mut r = HardwareReport {
+            boot_mac: "52:54:00:AA:BB:01".into(),
+            memory_bytes: Some(8 << 30),
+            ..Default::default()
+        };
+        r.smbios.system.serial = Some("To Be Filled By O.E.M.".into());
+        r.smbios.system.uuid = Some("00000000-0000-0000-0000-000000000000".into());
+        r.smbios.system.vendor = Some(" QEMU ".into());
+        r.nics.push(Nic {
+            name: "eth0".into(),
+            mac: "52-54-00-aa-bb-01".into(),
+            addresses: vec!["10.0.2.15/24".into()],
+            ..Default::default()
+        });
+        r.disks.push(Disk {
+            name: "vda".into(),
+            size_bytes: 1 << 30,
+            serial: Some("DISK1".into()),
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn normalise_cleans_junk_and_macs() {
+        let mut r = report();
+        normalise(&mut r).unwrap();
+        assert_eq!(r.boot_mac, "52:54:00:aa:bb:01");
+        assert_eq!(r.smbios.system.serial, None);
+        assert_eq!(r.smbios.system.uuid, None);
+        assert_eq!(r.smbios.system.vendor.as_deref(), Some("QEMU"));
+        assert_eq!(r.nics[0].mac, "52:54:00:aa:bb:01");
+        assert!(r.nics[0].boot);
+    }
+
+    #[test]
+    fn normalise_names_the_bad_field() {
+        let mut r = report();
+        r.nics[0].mac = "nope".into();
+        match normalise(&mut r) {
+            Err(Error::Invalid { field, .. }) => assert_eq!(field, "report.nics[0].mac"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut r = report();
+        r.smbios.system.product = Some("x".repeat(300));
+        match normalise(&mut r) {
+            Err(Error::Invalid { field, .. }) => assert_eq!(field, "report.smbios.system.product"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn digest_ignores_addresses_but_not_disks() {
+        let mut a = report();
+        normalise(&mut a).unwrap();
+        let mut b = a.clone();
+        b.nics[0].addresses = vec!["10.0.2.16/24".into()];
+        assert_eq!(digest(&a), digest(&b));
+        b.disks.push(Disk {
+            name: "vdb".into(),
+            size_bytes: 2 << 30,
+            serial: Some("DISK2".into()),
+            ..Default::default()
+        });
+        assert_ne!(digest(&a), digest(&b));
+        assert_eq!(diff(&a, &b), vec!["disk DISK2 added".to_string()]);
+    }
+}

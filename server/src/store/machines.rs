@@ -1,0 +1,545 @@
+//! The machines table family: machines, their tags, NICs, disks and hardware-report history.
+
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
+
+use super::StoreError;
+
+/// A machine as stored. `state` is the lifecycle state's name; the domain parses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineRow {
+    pub id: String,
+    pub boot_mac: String,
+    pub smbios_uuid: Option<String>,
+    pub serial: Option<String>,
+    pub vendor: Option<String>,
+    pub product: Option<String>,
+    pub hostname: Option<String>,
+    pub notes: String,
+    pub state: String,
+    pub os_slug: Option<String>,
+    pub target_disk: Option<String>,
+    pub phase: Option<String>,
+    pub progress: Option<u8>,
+    pub status_message: Option<String>,
+    pub pending_instruction: Option<String>,
+    pub agent_version: Option<String>,
+    pub arch: Option<String>,
+    pub firmware: Option<String>,
+    pub cpu_model: Option<String>,
+    pub cpu_threads: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    pub disk_bytes: Option<u64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_seen_at: Option<i64>,
+    pub tags: Vec<String>,
+}
+
+const COLUMNS: &str = "id, boot_mac, smbios_uuid, serial, vendor, product, hostname, notes, \
+    state, os_slug, target_disk, phase, progress, status_message, pending_instruction, \
+    agent_version, arch, firmware, cpu_model, cpu_threads, memory_bytes, disk_bytes, \
+    created_at, updated_at, last_seen_at, \
+    (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM machine_tags t \
+        WHERE t.machine_id = machines.id ORDER BY tag)) AS tags";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<MachineRow> {
+    let tags: Option<String> = r.get(25)?;
+    Ok(MachineRow {
+        id: r.get(0)?,
+        boot_mac: r.get(1)?,
+        smbios_uuid: r.get(2)?,
+        serial: r.get(3)?,
+        vendor: r.get(4)?,
+        product: r.get(5)?,
+        hostname: r.get(6)?,
+        notes: r.get(7)?,
+        state: r.get(8)?,
+        os_slug: r.get(9)?,
+        target_disk: r.get(10)?,
+        phase: r.get(11)?,
+        progress: r.get(12)?,
+        status_message: r.get(13)?,
+        pending_instruction: r.get(14)?,
+        agent_version: r.get(15)?,
+        arch: r.get(16)?,
+        firmware: r.get(17)?,
+        cpu_model: r.get(18)?,
+        cpu_threads: r.get(19)?,
+        memory_bytes: r.get(20)?,
+        disk_bytes: r.get(21)?,
+        created_at: r.get(22)?,
+        updated_at: r.get(23)?,
+        last_seen_at: r.get(24)?,
+        tags: tags
+            .map(|t| t.split('\u{1f}').map(str::to_string).collect())
+            .unwrap_or_default(),
+    })
+}
+
+fn one(conn: &Connection, filter: &str, value: &str) -> Result<Option<MachineRow>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM machines WHERE {filter} LIMIT 1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([value], from_row)
+        .optional()?)
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<MachineRow>, StoreError> {
+    one(conn, "id = ?1", id)
+}
+
+pub fn by_boot_mac(conn: &Connection, mac: &str) -> Result<Option<MachineRow>, StoreError> {
+    one(conn, "boot_mac = ?1", mac)
+}
+
+/// A machine that has `mac` on any of its NICs (it may have booted from another one before).
+pub fn by_any_mac(conn: &Connection, mac: &str) -> Result<Option<MachineRow>, StoreError> {
+    one(
+        conn,
+        "id IN (SELECT machine_id FROM nics WHERE mac = ?1)",
+        mac,
+    )
+}
+
+pub fn by_uuid(conn: &Connection, uuid: &str) -> Result<Option<MachineRow>, StoreError> {
+    one(conn, "smbios_uuid = ?1", uuid)
+}
+
+/// A machine with this SMBIOS serial from the same vendor (serials are unique per vendor only).
+pub fn by_serial(
+    conn: &Connection,
+    serial: &str,
+    vendor: Option<&str>,
+) -> Result<Option<MachineRow>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM machines WHERE serial = ?1 AND vendor IS ?2 LIMIT 1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params![serial, vendor], from_row)
+        .optional()?)
+}
+
+pub fn by_token_hash(conn: &Connection, hash: &str) -> Result<Option<MachineRow>, StoreError> {
+    one(conn, "agent_token_hash = ?1", hash)
+}
+
+/// Identity and summary columns written from a hardware report.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub boot_mac: String,
+    pub smbios_uuid: Option<String>,
+    pub serial: Option<String>,
+    pub vendor: Option<String>,
+    pub product: Option<String>,
+    pub agent_version: Option<String>,
+    pub arch: Option<String>,
+    pub firmware: Option<String>,
+    pub cpu_model: Option<String>,
+    pub cpu_threads: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    pub disk_bytes: Option<u64>,
+}
+
+pub fn insert(
+    conn: &Connection,
+    id: &str,
+    ident: &Identity,
+    state: &str,
+    token_hash: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO machines (id, boot_mac, smbios_uuid, serial, vendor, product, agent_version,
+            arch, firmware, cpu_model, cpu_threads, memory_bytes, disk_bytes, state,
+            agent_token_hash, created_at, updated_at, last_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?16)",
+    )?
+    .execute(params![
+        id,
+        ident.boot_mac,
+        ident.smbios_uuid,
+        ident.serial,
+        ident.vendor,
+        ident.product,
+        ident.agent_version,
+        ident.arch,
+        ident.firmware,
+        ident.cpu_model,
+        ident.cpu_threads,
+        ident.memory_bytes,
+        ident.disk_bytes,
+        state,
+        token_hash,
+        now
+    ])?;
+    Ok(())
+}
+
+/// Re-registration: new identity columns and a new agent token; state is left alone.
+pub fn update_identity(
+    conn: &Connection,
+    id: &str,
+    ident: &Identity,
+    token_hash: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE machines SET boot_mac = ?2, smbios_uuid = ?3, serial = ?4, vendor = ?5,
+            product = ?6, agent_version = ?7, arch = ?8, firmware = ?9, cpu_model = ?10,
+            cpu_threads = ?11, memory_bytes = ?12, disk_bytes = ?13, agent_token_hash = ?14,
+            updated_at = ?15, last_seen_at = ?15
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        ident.boot_mac,
+        ident.smbios_uuid,
+        ident.serial,
+        ident.vendor,
+        ident.product,
+        ident.agent_version,
+        ident.arch,
+        ident.firmware,
+        ident.cpu_model,
+        ident.cpu_threads,
+        ident.memory_bytes,
+        ident.disk_bytes,
+        token_hash,
+        now
+    ])?;
+    Ok(())
+}
+
+/// Lifecycle and progress columns, written together by every transition.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub state: String,
+    pub os_slug: Option<String>,
+    pub target_disk: Option<String>,
+    pub phase: Option<String>,
+    pub progress: Option<u8>,
+    pub status_message: Option<String>,
+}
+
+pub fn set_status(conn: &Connection, id: &str, s: &Status, now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE machines SET state = ?2, os_slug = ?3, target_disk = ?4, phase = ?5,
+            progress = ?6, status_message = ?7, updated_at = ?8 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        s.state,
+        s.os_slug,
+        s.target_disk,
+        s.phase,
+        s.progress,
+        s.status_message,
+        now
+    ])?;
+    Ok(())
+}
+
+pub fn touch(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE machines SET last_seen_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
+    Ok(())
+}
+
+pub fn set_pending_instruction(
+    conn: &Connection,
+    id: &str,
+    instruction: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE machines SET pending_instruction = ?2 WHERE id = ?1")?
+        .execute(params![id, instruction])?;
+    Ok(())
+}
+
+pub fn set_details(
+    conn: &Connection,
+    id: &str,
+    hostname: Option<&str>,
+    notes: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE machines SET hostname = ?2, notes = ?3, updated_at = ?4 WHERE id = ?1",
+    )?
+    .execute(params![id, hostname, notes, now])?;
+    Ok(())
+}
+
+pub fn set_tags(conn: &Connection, id: &str, tags: &[String]) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM machine_tags WHERE machine_id = ?1")?
+        .execute([id])?;
+    let mut ins = conn.prepare_cached("INSERT OR IGNORE INTO machine_tags VALUES (?1, ?2)")?;
+    for t in tags {
+        ins.execute(params![id, t])?;
+    }
+    Ok(())
+}
+
+/// Deletes a machine; returns false when it did not exist.
+pub fn delete(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM machines WHERE id = ?1")?
+        .execute([id])?
+        > 0)
+}
+
+/// A NIC as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NicRow {
+    pub mac: String,
+    pub name: String,
+    pub driver: Option<String>,
+    pub pci_address: Option<String>,
+    pub link_up: Option<bool>,
+    pub speed_mbps: Option<u32>,
+    pub mtu: Option<u32>,
+    pub addresses: Vec<String>,
+    pub is_boot: bool,
+}
+
+pub fn replace_nics(conn: &Connection, id: &str, nics: &[NicRow]) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM nics WHERE machine_id = ?1")?
+        .execute([id])?;
+    let mut ins = conn.prepare_cached(
+        "INSERT OR REPLACE INTO nics (machine_id, mac, name, driver, pci_address, link_up,
+            speed_mbps, mtu, addresses, is_boot) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    )?;
+    for n in nics {
+        ins.execute(params![
+            id,
+            n.mac,
+            n.name,
+            n.driver,
+            n.pci_address,
+            n.link_up,
+            n.speed_mbps,
+            n.mtu,
+            serde_json::to_string(&n.addresses)?,
+            n.is_boot
+        ])?;
+    }
+    Ok(())
+}
+
+pub fn nics(conn: &Connection, id: &str) -> Result<Vec<NicRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT mac, name, driver, pci_address, link_up, speed_mbps, mtu, addresses, is_boot
+         FROM nics WHERE machine_id = ?1 ORDER BY is_boot DESC, name",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        let addresses: String = r.get(7)?;
+        Ok(NicRow {
+            mac: r.get(0)?,
+            name: r.get(1)?,
+            driver: r.get(2)?,
+            pci_address: r.get(3)?,
+            link_up: r.get(4)?,
+            speed_mbps: r.get(5)?,
+            mtu: r.get(6)?,
+            addresses: serde_json::from_str(&addresses).unwrap_or_default(),
+            is_boot: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A disk as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskRow {
+    pub name: String,
+    pub size_bytes: u64,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub wwn: Option<String>,
+    pub rotational: Option<bool>,
+    pub transport: Option<String>,
+}
+
+pub fn replace_disks(conn: &Connection, id: &str, disks: &[DiskRow]) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM disks WHERE machine_id = ?1")?
+        .execute([id])?;
+    let mut ins = conn.prepare_cached(
+        "INSERT OR REPLACE INTO disks (machine_id, name, size_bytes, model, serial, wwn,
+            rotational, transport) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+    )?;
+    for d in disks {
+        ins.execute(params![
+            id,
+            d.name,
+            d.size_bytes,
+            d.model,
+            d.serial,
+            d.wwn,
+            d.rotational,
+            d.transport
+        ])?;
+    }
+    Ok(())
+}
+
+pub fn disks(conn: &Connection, id: &str) -> Result<Vec<DiskRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, size_bytes, model, serial, wwn, rotational, transport
+         FROM disks WHERE machine_id = ?1 ORDER BY name",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok(DiskRow {
+            name: r.get(0)?,
+            size_bytes: r.get(1)?,
+            model: r.get(2)?,
+            serial: r.get(3)?,
+            wwn: r.get(4)?,
+            rotational: r.get(5)?,
+            transport: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The newest stored report: (digest, JSON).
+pub fn latest_report(conn: &Connection, id: &str) -> Result<Option<(String, String)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT digest, report FROM hardware_reports WHERE machine_id = ?1
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+pub fn insert_report(
+    conn: &Connection,
+    id: &str,
+    digest: &str,
+    report: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO hardware_reports (machine_id, received_at, digest, report)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![id, now, digest, report])?;
+    Ok(())
+}
+
+/// Columns the list can be sorted by. A closed set, so no caller text reaches the SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    Created,
+    Hostname,
+    State,
+    LastSeen,
+    Mac,
+}
+
+impl SortKey {
+    fn column(self) -> &'static str {
+        match self {
+            SortKey::Created => "created_at",
+            SortKey::Hostname => "hostname",
+            SortKey::State => "state",
+            SortKey::LastSeen => "last_seen_at",
+            SortKey::Mac => "boot_mac",
+        }
+    }
+}
+
+/// A list query. Empty `states` means any state.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub states: Vec<String>,
+    /// Only machines last seen before this time (the domain's "offline").
+    pub seen_before: Option<i64>,
+    pub tag: Option<String>,
+    pub search: Option<String>,
+    pub sort: SortKey,
+    pub descending: bool,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// One page of machines and the total that match the filter.
+pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<MachineRow>, u64), StoreError> {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    if !f.states.is_empty() {
+        let marks = vec!["?"; f.states.len()].join(",");
+        clauses.push(format!("state IN ({marks})"));
+        args.extend(f.states.iter().map(|s| Value::Text(s.clone())));
+    }
+    if let Some(t) = f.seen_before {
+        clauses.push("(last_seen_at IS NULL OR last_seen_at < ?)".into());
+        args.push(Value::Integer(t));
+    }
+    if let Some(tag) = &f.tag {
+        clauses.push("id IN (SELECT machine_id FROM machine_tags WHERE tag = ?)".into());
+        args.push(Value::Text(tag.clone()));
+    }
+    if let Some(q) = &f.search {
+        let pattern = format!("%{}%", escape_like(q));
+        clauses.push(
+            "(hostname LIKE ? ESCAPE '\\' OR boot_mac LIKE ? ESCAPE '\\' \
+             OR serial LIKE ? ESCAPE '\\' OR vendor LIKE ? ESCAPE '\\' \
+             OR product LIKE ? ESCAPE '\\' \
+             OR id IN (SELECT machine_id FROM nics WHERE mac LIKE ? ESCAPE '\\'))"
+                .into(),
+        );
+        for _ in 0..6 {
+            args.push(Value::Text(pattern.clone()));
+        }
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let total: u64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM machines {filter}"))?
+        .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
+    let dir = if f.descending { "DESC" } else { "ASC" };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM machines {filter} ORDER BY {col} {dir} NULLS LAST, id {dir} \
+         LIMIT ? OFFSET ?",
+        col = f.sort.column()
+    );
+    args.push(Value::Integer(i64::from(f.limit)));
+    args.push(Value::Integer(i64::from(f.offset)));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params_from_iter(args.iter()), from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((rows, total))
+}
+
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Machine counts per stored state, plus how many were last seen before `offline_before`.
+pub fn count_by_state(
+    conn: &Connection,
+    offline_before: i64,
+) -> Result<(Vec<(String, u64)>, u64), StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT state, count(*) FROM machines GROUP BY state ORDER BY state")?;
+    let counts = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let offline = conn
+        .prepare_cached(
+            "SELECT count(*) FROM machines WHERE last_seen_at IS NULL OR last_seen_at < ?1",
+        )?
+        .query_row([offline_before], |r| r.get(0))?;
+    Ok((counts, offline))
+}
