@@ -36,9 +36,29 @@ pub const BODY_LIMIT: usize = 64 * 1024;
         (name = "events", description = "The event log and live stream"),
         (name = "system", description = "Health and metrics"),
     ),
-    components(schemas(crate::error::ErrorBody))
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&SecuritySchemes)
 )]
 struct ApiDoc;
+
+/// Declares the bearer schemes the handlers refer to.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "agent_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("Per-machine token returned by registration"))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The API routes and the OpenAPI document describing them.
 pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {

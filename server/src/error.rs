@@ -107,7 +107,7 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let (message, field) = match self {
-            Error::Invalid { field, message } => (message, Some(field)),
+            Error::Invalid { field, message } => (message, Some(field).filter(|f| !f.is_empty())),
             Error::BadRequest { message, field, .. } => (message, field),
             Error::Store(ref e) => {
                 tracing::error!(error = %e, "storage error");

@@ -129,30 +129,44 @@ struct Change {
     machine: Option<MachineRow>,
 }
 
-fn record(
-    conn: &Connection,
-    events: &mut Vec<EventRow>,
+/// The events one transaction appends, published after it commits.
+struct Log {
     now: i64,
-    machine_id: &str,
-    kind: &str,
-    actor: Actor,
-    transition: Option<(State, State)>,
-    message: impl Into<String>,
-) -> Result<()> {
-    let row = event_store::append(
-        conn,
-        &NewEvent {
-            at: now,
-            machine_id: Some(machine_id.to_string()),
-            kind: kind.to_string(),
-            actor: actor.as_str().to_string(),
-            from_state: transition.map(|(f, _)| f.as_str().to_string()),
-            to_state: transition.map(|(_, t)| t.as_str().to_string()),
-            message: message.into(),
-        },
-    )?;
-    events.push(row);
-    Ok(())
+    events: Vec<EventRow>,
+}
+
+impl Log {
+    fn new(now: i64) -> Log {
+        Log {
+            now,
+            events: Vec::new(),
+        }
+    }
+
+    fn add(
+        &mut self,
+        conn: &Connection,
+        machine_id: &str,
+        kind: &str,
+        actor: Actor,
+        transition: Option<(State, State)>,
+        message: impl Into<String>,
+    ) -> Result<()> {
+        let row = event_store::append(
+            conn,
+            &NewEvent {
+                at: self.now,
+                machine_id: Some(machine_id.to_string()),
+                kind: kind.to_string(),
+                actor: actor.as_str().to_string(),
+                from_state: transition.map(|(f, _)| f.as_str().to_string()),
+                to_state: transition.map(|(_, t)| t.as_str().to_string()),
+                message: message.into(),
+            },
+        )?;
+        self.events.push(row);
+        Ok(())
+    }
 }
 
 fn status_of(m: &MachineRow) -> Status {
@@ -282,7 +296,7 @@ impl Machines {
                 let report_json =
                     serde_json::to_string(report).map_err(|e| Error::Internal(e.to_string()))?;
                 let digest = identity::digest(report);
-                let mut events = Vec::new();
+                let mut log = Log::new(now);
                 let id = match identity::find_existing(tx, &ident, report)? {
                     Some((existing, matched)) => {
                         let id = existing.id.clone();
@@ -294,10 +308,8 @@ impl Machines {
                                 identity::MatchedBy::Uuid => "SMBIOS UUID",
                                 identity::MatchedBy::Serial => "serial and vendor",
                             };
-                            record(
+                            log.add(
                                 tx,
-                                &mut events,
-                                now,
                                 &id,
                                 "identity_mismatch",
                                 Actor::Agent,
@@ -311,25 +323,14 @@ impl Machines {
                                 let summary = serde_json::from_str::<HardwareReport>(&old_json)
                                     .map(|old| identity::diff(&old, report).join("; "))
                                     .unwrap_or_else(|_| "hardware report changed".into());
-                                record(
-                                    tx,
-                                    &mut events,
-                                    now,
-                                    &id,
-                                    "hardware_changed",
-                                    Actor::Agent,
-                                    None,
-                                    summary,
-                                )?;
+                                log.add(tx, &id, "hardware_changed", Actor::Agent, None, summary)?;
                                 store::insert_report(tx, &id, &digest, &report_json, now)?;
                             }
                             Some(_) => {}
                             None => store::insert_report(tx, &id, &digest, &report_json, now)?,
                         }
-                        record(
+                        log.add(
                             tx,
-                            &mut events,
-                            now,
                             &id,
                             "reregistered",
                             Actor::Agent,
@@ -342,10 +343,8 @@ impl Machines {
                         let id = uuid::Uuid::new_v4().to_string();
                         store::insert(tx, &id, &ident, State::Discovered.as_str(), &hash, now)?;
                         store::insert_report(tx, &id, &digest, &report_json, now)?;
-                        record(
+                        log.add(
                             tx,
-                            &mut events,
-                            now,
                             &id,
                             "registered",
                             Actor::Agent,
@@ -368,7 +367,7 @@ impl Machines {
                 Ok((
                     resp,
                     Change {
-                        events,
+                        events: log.events,
                         machine: Some(m),
                     },
                 ))
@@ -405,7 +404,7 @@ impl Machines {
             .write(move |tx| -> Result<_> {
                 let m = load(tx, &id)?;
                 store::touch(tx, &id, now)?;
-                let mut events = Vec::new();
+                let mut log = Log::new(now);
                 let from = state_of(&m);
                 let mut status = status_of(&m);
                 let phase = serde_json::to_value(hb.phase)
@@ -445,10 +444,8 @@ impl Machines {
                         State::Failed => "install_failed",
                         _ => "state_changed",
                     };
-                    record(
+                    log.add(
                         tx,
-                        &mut events,
-                        now,
                         &id,
                         kind,
                         Actor::Agent,
@@ -458,10 +455,8 @@ impl Machines {
                 } else if hb.phase == Phase::Chainloading
                     && m.phase.as_deref() != Some("chainloading")
                 {
-                    record(
+                    log.add(
                         tx,
-                        &mut events,
-                        now,
                         &id,
                         "chainloading",
                         Actor::Agent,
@@ -475,8 +470,14 @@ impl Machines {
                 let m = load(tx, &id)?;
                 let instruction = this.instruction_for(tx, &m)?;
                 // Only publish when something an observer can see changed.
-                let machine = (changed_phase || to != from || !events.is_empty()).then_some(m);
-                Ok((instruction, Change { events, machine }))
+                let machine = (changed_phase || to != from || !log.events.is_empty()).then_some(m);
+                Ok((
+                    instruction,
+                    Change {
+                        events: log.events,
+                        machine,
+                    },
+                ))
             })
             .await?;
         if let Some(m) = change.machine.clone() {
@@ -531,19 +532,10 @@ impl Machines {
                 status.state = to.as_str().to_string();
                 adjust(tx, &m, &mut status)?;
                 store::set_status(tx, &id, &status, now)?;
-                let mut events = Vec::new();
-                record(
-                    tx,
-                    &mut events,
-                    now,
-                    &id,
-                    kind,
-                    actor,
-                    Some((from, to)),
-                    message,
-                )?;
+                let mut log = Log::new(now);
+                log.add(tx, &id, kind, actor, Some((from, to)), message)?;
                 Ok(Change {
-                    events,
+                    events: log.events,
                     machine: Some(load(tx, &id)?),
                 })
             })
@@ -710,23 +702,14 @@ impl Machines {
                 let json = serde_json::to_string(&instruction)
                     .map_err(|e| Error::Internal(e.to_string()))?;
                 store::set_pending_instruction(tx, &id, Some(&json))?;
-                let mut events = Vec::new();
+                let mut log = Log::new(now);
                 let name = serde_json::to_value(action)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();
-                record(
-                    tx,
-                    &mut events,
-                    now,
-                    &id,
-                    "instruction_queued",
-                    Actor::Operator,
-                    None,
-                    name,
-                )?;
+                log.add(tx, &id, "instruction_queued", Actor::Operator, None, name)?;
                 Ok(Change {
-                    events,
+                    events: log.events,
                     machine: Some(load(tx, &id)?),
                 })
             })
@@ -784,21 +767,12 @@ impl Machines {
                 if notes != m.notes {
                     what.push("notes".into());
                 }
-                let mut events = Vec::new();
+                let mut log = Log::new(now);
                 if !what.is_empty() {
-                    record(
-                        tx,
-                        &mut events,
-                        now,
-                        &id,
-                        "updated",
-                        Actor::Operator,
-                        None,
-                        what.join("; "),
-                    )?;
+                    log.add(tx, &id, "updated", Actor::Operator, None, what.join("; "))?;
                 }
                 Ok(Change {
-                    events,
+                    events: log.events,
                     machine: Some(load(tx, &id)?),
                 })
             })
@@ -817,11 +791,9 @@ impl Machines {
             .write(move |tx| -> Result<_> {
                 let m = load(tx, &id)?;
                 store::delete(tx, &id)?;
-                let mut events = Vec::new();
-                record(
+                let mut log = Log::new(now);
+                log.add(
                     tx,
-                    &mut events,
-                    now,
                     &id,
                     "deleted",
                     Actor::Operator,
@@ -833,7 +805,7 @@ impl Machines {
                     ),
                 )?;
                 Ok(Change {
-                    events,
+                    events: log.events,
                     machine: None,
                 })
             })

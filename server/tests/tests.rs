@@ -1,1 +1,24 @@
-//! placeholder
+//! Integration tests: the real server on 127.0.0.1:0 with a temporary SQLite file, over
+//! real HTTP. One test binary, organised by area.
+
+// A panic in the harness is a test failure, which is what these unwraps mean.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+// Agent registration, re-registration, identity and heartbeats.
+mod agent;
+// The binary itself: flags, environment, config file, errors, restart on the same file.
+mod cli;
+// Every error case: malformed JSON, content types, sizes, bad values, unknown ids, 409s.
+mod errors;
+// The event log and the server-sent-events stream.
+mod events;
+// Operator endpoints for machines: list/filter/search/sort/page, edit, lifecycle actions.
+mod machines;
+// The checked-in OpenAPI document matches the code.
+mod openapi;
+// The OS catalogue.
+mod os;
+// /healthz and /metrics.
+mod system;

@@ -26,7 +26,8 @@ fn is_json(content_type: Option<&str>) -> bool {
 fn classify(path: String, err: &serde_json::Error) -> Error {
     use serde_json::error::Category;
     let msg = err.to_string();
-    // serde reports a missing field at its parent; name the field itself.
+    // serde reports a missing field at its parent; name the field itself. (Unknown fields
+    // are already reported at their own path.)
     let field = match msg
         .strip_prefix("missing field `")
         .and_then(|r| r.split('`').next())

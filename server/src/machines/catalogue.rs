@@ -96,7 +96,7 @@ fn row(slug: String, input: OsInput, builtin: bool, now: i64, created: i64) -> s
 }
 
 pub async fn list(db: &Db) -> Result<Vec<OsImage>> {
-    let rows = db.read(|c| store::list(c)).await.map_err(Error::from)?;
+    let rows = db.read(store::list).await.map_err(Error::from)?;
     Ok(rows.into_iter().map(OsImage::from).collect())
 }
 

@@ -1,0 +1,198 @@
+//! Test harness: a real server on an ephemeral loopback port with its own database.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dragonfly::clock::{Clock, ManualClock, SystemClock};
+use dragonfly::config::Config;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub url: String,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub clock: Option<Arc<ManualClock>>,
+    /// Dropping the sender stops the server.
+    _stop: oneshot::Sender<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(None).await
+    }
+
+    /// A server whose clock only moves when the test says so.
+    pub async fn start_with_manual_clock() -> TestServer {
+        Self::start_with(Some(Arc::new(ManualClock::new(1_700_000_000_000)))).await
+    }
+
+    async fn start_with(clock: Option<Arc<ManualClock>>) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, clock).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, clock: Option<Arc<ManualClock>>) -> TestServer {
+        let config = Config::for_tests(&dir.path().join("sqlite.db"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
+        let c: Arc<dyn Clock> = match &clock {
+            Some(m) => m.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let state = dragonfly::build_state(&config, url.clone(), c)
+            .await
+            .unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, dragonfly::router(state))
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestServer {
+            url,
+            client: Client::new(),
+            dir,
+            clock,
+            _stop: tx,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("sqlite.db")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Response {
+        self.client
+            .patch(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Response {
+        self.client
+            .put(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers a machine and returns the response JSON (machine_id, token, instruction).
+    pub async fn register(&self, report: Value) -> Value {
+        let resp = self
+            .post(
+                "/api/v1/agent/register",
+                json!({ "agent_version": "test", "protocol": 1, "report": report }),
+            )
+            .await;
+        expect_json(resp, StatusCode::OK).await
+    }
+
+    pub async fn heartbeat(&self, token: &str, body: Value) -> Response {
+        self.client
+            .post(format!("{}/api/v1/agent/heartbeat", self.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn expect_json(resp: Response, status: StatusCode) -> Value {
+    let got = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(got, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts an error response: status, `error` code and (when given) `field`.
+pub async fn expect_error(
+    resp: Response,
+    status: StatusCode,
+    code: &str,
+    field: Option<&str>,
+) -> Value {
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = expect_json(resp, status).await;
+    assert_eq!(ct.as_deref(), Some("application/json"));
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    if let Some(f) = field {
+        assert_eq!(body["field"], f, "{body}");
+    }
+    body
+}
+
+/// A hardware report for machine number `n`: unique MAC, serial, UUID and disk serial.
+pub fn report(n: u32) -> Value {
+    json!({
+        "boot_mac": format!("52:54:00:00:{:02x}:{:02x}", (n >> 8) & 0xff, n & 0xff),
+        "arch": "x86_64",
+        "firmware": "bios",
+        "smbios": {
+            "system": {
+                "vendor": "QEMU",
+                "product": "Standard PC (Q35 + ICH9, 2009)",
+                "serial": format!("SN-{n:05}"),
+                "uuid": format!("6a1f0a4e-1c2b-4d3e-8f90-{n:012x}"),
+            },
+            "memory": [{"locator": "DIMM 0", "size_bytes": 8589934592u64, "kind": "DDR4"}]
+        },
+        "cpu": {"model": "QEMU Virtual CPU", "sockets": 1, "cores": 2, "threads": 2},
+        "memory_bytes": 8_000_000_000u64,
+        "nics": [{
+            "name": "eth0",
+            "mac": format!("52:54:00:00:{:02x}:{:02x}", (n >> 8) & 0xff, n & 0xff),
+            "driver": "virtio_net",
+            "link_up": true,
+            "addresses": ["10.0.2.15/24"]
+        }],
+        "disks": [{
+            "name": "vda", "size_bytes": 21474836480u64, "serial": format!("DISK-{n:05}"),
+            "wwn": format!("0x5000c500{n:08x}"), "rotational": false, "transport": "virtio"
+        }],
+        "pci": [{"address": "0000:00:02.0", "vendor_id": "0x1af4", "device_id": "0x1041",
+                 "class": "0x020000", "driver": "virtio-pci"}]
+    })
+}
