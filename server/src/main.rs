@@ -1,5 +1,6 @@
 //! The `dragonfly` binary: flags in, a bound socket, then the library's `serve`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -30,6 +31,9 @@ fn run() -> anyhow::Result<()> {
         }
         None | Some(Command::Serve) => {
             tracing_subscriber::fmt()
+                .with_ansi(
+                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                )
                 .with_env_filter(
                     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
                 )
