@@ -46,6 +46,65 @@ pub struct ServeArgs {
     /// from the listening address and logged at start].
     #[arg(long, env = "DRAGONFLY_BASE_URL", value_name = "URL", global = true)]
     pub base_url: Option<String>,
+    /// Directory with the netboot artefact (vmlinuz, initramfs.zst, ipxe.lkrn, manifest.json)
+    /// and tftp/ [default: out/netboot].
+    #[arg(long, env = "DRAGONFLY_BOOT_DIR", value_name = "DIR", global = true)]
+    pub boot_dir: Option<PathBuf>,
+    /// Serve the iPXE first stage (boot-dir/tftp/) over TFTP, for DHCP servers that point
+    /// machines at Dragonfly.
+    #[arg(long, env = "DRAGONFLY_TFTP", global = true)]
+    pub tftp: bool,
+    /// UDP port for TFTP [default: 69].
+    #[arg(long, env = "DRAGONFLY_TFTP_PORT", value_name = "PORT", global = true)]
+    pub tftp_port: Option<u16>,
+    #[command(flatten)]
+    pub hookos: HookosArgs,
+}
+
+/// Where Tinkerbell's HookOS and its services are. Defaults assume they run on the host in
+/// the base URL.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Tinkerbell HookOS")]
+pub struct HookosArgs {
+    /// URL of the directory holding vmlinuz-x86_64 and initramfs-x86_64
+    /// [default: BASE_URL/hookos, served from boot-dir/hookos/].
+    #[arg(long, env = "DRAGONFLY_HOOKOS_URL", value_name = "URL", global = true)]
+    pub hookos_url: Option<String>,
+    /// tink-server gRPC endpoint as host:port [default: the base URL's host:42113].
+    #[arg(
+        long,
+        env = "DRAGONFLY_TINK_GRPC_AUTHORITY",
+        value_name = "HOST:PORT",
+        global = true
+    )]
+    pub tink_grpc_authority: Option<String>,
+    /// Syslog receiver for HookOS [default: the base URL's host].
+    #[arg(
+        long,
+        env = "DRAGONFLY_TINK_SYSLOG_HOST",
+        value_name = "HOST",
+        global = true
+    )]
+    pub tink_syslog_host: Option<String>,
+    /// Whether tink-worker talks TLS to tink-server.
+    #[arg(long, env = "DRAGONFLY_TINK_TLS", global = true)]
+    pub tink_tls: bool,
+    /// tink-worker container image [default: tinkerbell/tink-worker:latest].
+    #[arg(
+        long,
+        env = "DRAGONFLY_TINK_WORKER_IMAGE",
+        value_name = "IMAGE",
+        global = true
+    )]
+    pub tink_worker_image: Option<String>,
+    /// Serial console HookOS logs to [default: ttyS0,115200].
+    #[arg(
+        long,
+        env = "DRAGONFLY_HOOKOS_CONSOLE",
+        value_name = "TTY",
+        global = true
+    )]
+    pub hookos_console: Option<String>,
 }
 
 /// The optional TOML file. Unknown keys are an error, so a typo does not go unnoticed.
@@ -58,6 +117,15 @@ pub struct FileConfig {
     pub base_url: Option<String>,
     pub heartbeat_secs: Option<u32>,
     pub offline_after_secs: Option<u32>,
+    pub boot_dir: Option<PathBuf>,
+    pub tftp: Option<bool>,
+    pub tftp_port: Option<u16>,
+    pub hookos_url: Option<String>,
+    pub tink_grpc_authority: Option<String>,
+    pub tink_syslog_host: Option<String>,
+    pub tink_tls: Option<bool>,
+    pub tink_worker_image: Option<String>,
+    pub hookos_console: Option<String>,
 }
 
 /// Everything the server needs to start.
@@ -69,6 +137,30 @@ pub struct Config {
     pub base_url: Option<String>,
     pub heartbeat_secs: u32,
     pub offline_after_secs: u32,
+    pub boot_dir: PathBuf,
+    /// TFTP listening address when enabled.
+    pub tftp: Option<SocketAddr>,
+    pub hookos: Hookos,
+}
+
+/// HookOS settings as configured; `None` values are derived from the base URL at start.
+#[derive(Debug, Clone, Default)]
+pub struct Hookos {
+    pub url: Option<String>,
+    pub grpc_authority: Option<String>,
+    pub syslog_host: Option<String>,
+    pub tls: bool,
+    pub worker_image: String,
+    pub console: String,
+}
+
+fn check_param(flag: &str, v: Option<String>) -> anyhow::Result<Option<String>> {
+    match v {
+        Some(v) if v.is_empty() || v.len() > 256 || !v.chars().all(|c| c.is_ascii_graphic()) => {
+            bail!("{flag} must be 1-256 printable characters without spaces")
+        }
+        other => Ok(other),
+    }
 }
 
 impl Config {
@@ -80,6 +172,13 @@ impl Config {
             base_url: None,
             heartbeat_secs: 10,
             offline_after_secs: 60,
+            boot_dir: db.with_file_name("netboot"),
+            tftp: None,
+            hookos: Hookos {
+                worker_image: "tinkerbell/tink-worker:latest".into(),
+                console: "ttyS0,115200".into(),
+                ..Default::default()
+            },
         }
     }
 
@@ -111,8 +210,43 @@ impl Config {
         if offline_after_secs <= heartbeat_secs {
             bail!("offline_after_secs in the --config file must be larger than heartbeat_secs");
         }
+        let h = &args.hookos;
+        let hookos = Hookos {
+            url: match h.hookos_url.clone().or(file.hookos_url) {
+                Some(u) => Some(validate_base_url(&u).context("--hookos-url")?),
+                None => None,
+            },
+            grpc_authority: check_param(
+                "--tink-grpc-authority",
+                h.tink_grpc_authority.clone().or(file.tink_grpc_authority),
+            )?,
+            syslog_host: check_param(
+                "--tink-syslog-host",
+                h.tink_syslog_host.clone().or(file.tink_syslog_host),
+            )?,
+            tls: h.tink_tls || file.tink_tls.unwrap_or(false),
+            worker_image: check_param(
+                "--tink-worker-image",
+                h.tink_worker_image.clone().or(file.tink_worker_image),
+            )?
+            .unwrap_or_else(|| "tinkerbell/tink-worker:latest".into()),
+            console: check_param(
+                "--hookos-console",
+                h.hookos_console.clone().or(file.hookos_console),
+            )?
+            .unwrap_or_else(|| "ttyS0,115200".into()),
+        };
+        let tftp_enabled = args.tftp || file.tftp.unwrap_or(false);
+        let tftp_port = args.tftp_port.or(file.tftp_port).unwrap_or(69);
         Ok(Config {
             listen: SocketAddr::new(host, port),
+            boot_dir: args
+                .boot_dir
+                .clone()
+                .or(file.boot_dir)
+                .unwrap_or_else(|| PathBuf::from("out/netboot")),
+            tftp: tftp_enabled.then_some(SocketAddr::new(host, tftp_port)),
+            hookos,
             db: args
                 .db
                 .clone()
@@ -173,6 +307,53 @@ pub struct Settings {
     pub base_url: String,
     pub heartbeat_secs: u32,
     pub offline_after_ms: i64,
+    pub boot_dir: PathBuf,
+    /// Whether the TFTP server runs (for the dashboard and /healthz).
+    pub tftp: bool,
+    pub hookos: HookosSettings,
+}
+
+/// HookOS settings with every default resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookosSettings {
+    pub url: String,
+    pub grpc_authority: String,
+    pub syslog_host: String,
+    pub tls: bool,
+    pub worker_image: String,
+    pub console: String,
+}
+
+impl HookosSettings {
+    pub fn resolve(h: &Hookos, base_url: &str) -> HookosSettings {
+        let host = base_url
+            .parse::<axum::http::Uri>()
+            .ok()
+            .and_then(|u| {
+                u.host()
+                    .map(|h| h.trim_matches(|c| c == '[' || c == ']').to_string())
+            })
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let bracketed = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        HookosSettings {
+            url: h
+                .url
+                .clone()
+                .unwrap_or_else(|| format!("{base_url}/hookos")),
+            grpc_authority: h
+                .grpc_authority
+                .clone()
+                .unwrap_or_else(|| format!("{bracketed}:42113")),
+            syslog_host: h.syslog_host.clone().unwrap_or(host),
+            tls: h.tls,
+            worker_image: h.worker_image.clone(),
+            console: h.console.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

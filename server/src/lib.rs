@@ -2,6 +2,7 @@
 //! here so tests can run the real server on `127.0.0.1:0`.
 
 pub mod api;
+pub mod boot;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -22,7 +23,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Settings, derive_base_url};
+use crate::config::{Config, HookosSettings, Settings, derive_base_url};
 use crate::error::error_response;
 use crate::events::EventHub;
 use crate::machines::Machines;
@@ -42,9 +43,12 @@ pub async fn build_state(
         .context("database task failed")?
         .with_context(|| format!("--db {}", config.db.display()))?;
     let settings = Arc::new(Settings {
+        hookos: HookosSettings::resolve(&config.hookos, &base_url),
         base_url,
         heartbeat_secs: config.heartbeat_secs,
         offline_after_ms: i64::from(config.offline_after_secs) * 1000,
+        boot_dir: config.boot_dir.clone(),
+        tftp: config.tftp.is_some(),
     });
     let hub = EventHub::new(1024);
     Ok(AppState {
@@ -61,41 +65,42 @@ pub async fn build_state(
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api::router();
     let openapi: Arc<str> = doc.to_pretty_json().unwrap_or_default().into();
-    api.route(
-        "/api/openapi.json",
-        axum::routing::get(move || {
-            let body = openapi.clone();
-            async move {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    body.to_string(),
-                )
-            }
-        }),
-    )
-    .fallback(|| async {
-        error_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such route".into(),
-            None,
+    api.merge(boot::router())
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let body = openapi.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body.to_string(),
+                    )
+                }
+            }),
         )
-    })
-    .method_not_allowed_fallback(|| async {
-        error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this route".into(),
-            None,
-        )
-    })
-    .layer(axum::middleware::map_response(json_errors))
-    .route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        metrics::track,
-    ))
-    .layer(TraceLayer::new_for_http())
-    .with_state(state)
+        .fallback(|| async {
+            error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route".into(),
+                None,
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route".into(),
+                None,
+            )
+        })
+        .layer(axum::middleware::map_response(json_errors))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }
 
 /// Rewrites error responses produced by the framework (path and query rejections, for
@@ -145,16 +150,49 @@ pub async fn serve(
         None => derive_base_url(bound),
     };
     let state = build_state(&config, base_url.clone(), Arc::new(SystemClock)).await?;
+    // One shutdown signal fans out to the HTTP server and the TFTP server.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = config.tftp {
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for TFTP on {addr} (--tftp/--tftp-port)"))?;
+        let dir = config.boot_dir.join("tftp");
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = boot::tftp::serve(socket, dir, stop).await {
+                tracing::error!(error = %e, "TFTP server stopped");
+            }
+        });
+    }
+    let artefact = boot::files::artefact(&config.boot_dir).await;
+    if !artefact.present {
+        tracing::warn!(
+            boot_dir = %config.boot_dir.display(),
+            "no netboot image: machines cannot PXE-boot into the agent until image/build.sh has run"
+        );
+    }
     tracing::info!(
         listen = %bound,
         base_url = %base_url,
         db = %config.db.display(),
         derived = config.base_url.is_none(),
+        netboot = artefact.version.as_deref().unwrap_or(if artefact.present { "present" } else { "missing" }),
+        tftp = config.tftp.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         "dragonfly {} ready",
         env!("CARGO_PKG_VERSION")
     );
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut rx = stop_rx;
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
         .await
         .context("server error")?;
     tracing::info!("dragonfly stopped");

@@ -6,6 +6,8 @@
 
 mod support;
 
+// The boot flow: iPXE scripts by state, artefacts with Range/ETag, TFTP.
+mod boot;
 // Agent registration, re-registration, identity and heartbeats.
 mod agent;
 // The binary itself: flags, environment, config file, errors, restart on the same file.

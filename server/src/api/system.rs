@@ -18,6 +18,10 @@ pub struct Health {
     pub version: String,
     /// The URL machines use to reach this server.
     pub base_url: String,
+    /// The netboot artefact machines PXE-boot into.
+    pub netboot: crate::boot::files::Artefact,
+    /// Whether the TFTP server for the iPXE first stage runs.
+    pub tftp: bool,
 }
 
 /// Liveness and readiness: answers once the database is reachable.
@@ -40,6 +44,8 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>> {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         base_url: state.settings.base_url.clone(),
+        netboot: crate::boot::status(&state).await,
+        tftp: state.settings.tftp,
     }))
 }
 

@@ -1,0 +1,123 @@
+//! The boot face: iPXE scripts by machine state, the netboot artefact and HookOS files over
+//! HTTP, and the TFTP server for the iPXE first stage.
+
+pub mod files;
+pub mod scripts;
+pub mod tftp;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dragonfly_proto::normalize_mac;
+
+use crate::error::{Error, Result};
+use crate::machines::{Actor, State as MState};
+use crate::state::AppState;
+use scripts::{Script, ScriptVars};
+
+/// Routes under `/boot` and `/hookos`. All public: PXE has no credentials.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/boot/{file}", get(boot_file))
+        .route("/boot/{mac}/hookos.ipxe", get(hookos_script))
+        .route("/hookos/{file}", get(hookos_file))
+}
+
+fn ipxe(text: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+fn parse_mac(raw: &str) -> Result<String> {
+    normalize_mac(raw).map_err(|e| Error::invalid("mac", e.to_string()))
+}
+
+async fn boot_file(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    req: Request,
+) -> Result<Response> {
+    if file == "boot.ipxe" {
+        let vars = ScriptVars::server(&state.settings);
+        return Ok(ipxe(scripts::render(Script::Boot, &vars)));
+    }
+    if let Some(stem) = file.strip_suffix(".ipxe") {
+        let mac = parse_mac(stem)?;
+        return machine_script(&state, &mac).await.map(ipxe);
+    }
+    if files::ARTEFACTS.contains(&file.as_str()) {
+        return files::serve(&state.settings.boot_dir.join(&file), req).await;
+    }
+    Err(Error::not_found(format!("boot file {file}")))
+}
+
+/// The per-machine script, chosen by the machine's state.
+async fn machine_script(state: &AppState, mac: &str) -> Result<String> {
+    let machine = state.machines.by_mac(mac).await?;
+    let artefact = files::artefact(&state.settings.boot_dir).await;
+    let mut vars = ScriptVars::server(&state.settings).machine(mac);
+    vars.artifact_version = artefact
+        .version
+        .clone()
+        .unwrap_or_else(|| "unversioned".into());
+    let script = match machine.as_ref().map(|m| m.state) {
+        Some(MState::Installed) => Script::Local,
+        Some(MState::Assigned | MState::Installing) => Script::ChainHookos,
+        None | Some(MState::Discovered | MState::Failed) if artefact.present => Script::Netboot,
+        None | Some(MState::Discovered | MState::Failed) => Script::Missing,
+    };
+    tracing::info!(%mac, script = script.name(), "boot script");
+    Ok(scripts::render(script, &vars))
+}
+
+/// HookOS for an assigned machine. Serving it means the machine is entering the installer,
+/// so an Assigned machine becomes Installing here.
+async fn hookos_script(State(state): State<AppState>, Path(mac): Path<String>) -> Result<Response> {
+    let mac = parse_mac(&mac)?;
+    let machine = state
+        .machines
+        .by_mac(&mac)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("machine with boot MAC {mac}")))?;
+    match machine.state {
+        MState::Assigned => {
+            state
+                .machines
+                .start_install(&machine.id, Actor::Boot, "HookOS script served".into())
+                .await?;
+        }
+        MState::Installing => {}
+        other => {
+            return Err(Error::Conflict(format!(
+                "machine {mac} is {other}; HookOS is only served to assigned machines"
+            )));
+        }
+    }
+    let vars = ScriptVars::server(&state.settings).machine(&mac);
+    tracing::info!(%mac, "HookOS script served");
+    Ok(ipxe(scripts::render(Script::Hookos, &vars)))
+}
+
+async fn hookos_file(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    req: Request,
+) -> Result<Response> {
+    if !files::HOOKOS_FILES.contains(&file.as_str()) {
+        return Err(Error::not_found(format!("HookOS file {file}")));
+    }
+    files::serve(&state.settings.boot_dir.join("hookos").join(&file), req).await
+}
+
+/// What `/healthz` and the dashboard say about booting.
+pub async fn status(state: &AppState) -> files::Artefact {
+    files::artefact(&state.settings.boot_dir).await
+}
