@@ -270,10 +270,20 @@ impl<H: Host> Agent<H> {
                 if self.opts.once {
                     return Step::Done(Outcome::Waiting { seconds });
                 }
-                // A zero wait from the server must not turn into a busy loop.
-                self.host
-                    .sleep(Duration::from_secs(u64::from(seconds.clamp(1, 3600))));
-                self.heartbeat(token, Phase::Waiting, None)
+                // Long-poll for at most the period the server asked for (it caps at 60 s).
+                // A server that answers early without news (an older one, or a zero wait)
+                // must not turn this into a busy loop: sleep out the rest of the period.
+                let period = Duration::from_secs(u64::from(seconds.clamp(1, 60)));
+                let started = std::time::Instant::now();
+                let step =
+                    self.heartbeat_polling(token, Phase::Waiting, None, Some(seconds.clamp(1, 60)));
+                if let Step::Next(Instruction::Wait { .. }) = &step {
+                    let elapsed = started.elapsed();
+                    if elapsed < period / 2 {
+                        self.host.sleep(period - elapsed);
+                    }
+                }
+                step
             }
             Instruction::Chainload {
                 script_url,
@@ -301,6 +311,17 @@ impl<H: Host> Agent<H> {
 
     /// Heartbeats until the server answers with an instruction (or asks to re-register).
     fn heartbeat(&mut self, token: &str, phase: Phase, message: Option<String>) -> Step {
+        self.heartbeat_polling(token, phase, message, None)
+    }
+
+    /// [`Self::heartbeat`], long-polling up to `wait` seconds.
+    fn heartbeat_polling(
+        &mut self,
+        token: &str,
+        phase: Phase,
+        message: Option<String>,
+        wait: Option<u32>,
+    ) -> Step {
         let hb = Heartbeat {
             phase,
             progress: None,
@@ -310,7 +331,7 @@ impl<H: Host> Agent<H> {
             if self.stopped() {
                 return Step::Done(Outcome::Stopped);
             }
-            match self.client.heartbeat(token, &hb) {
+            match self.client.heartbeat(token, &hb, wait) {
                 Ok(r) => {
                     self.backoff.reset();
                     self.count(|c| &c.heartbeats);
@@ -365,7 +386,7 @@ impl<H: Host> Agent<H> {
             progress: None,
             message: Some(message),
         };
-        match self.client.heartbeat(token, &hb) {
+        match self.client.heartbeat(token, &hb, None) {
             Ok(_) => self.count(|c| &c.heartbeats),
             Err(e) => self.say(format_args!("could not report it: {e}")),
         }

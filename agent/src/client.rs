@@ -130,9 +130,20 @@ impl Client {
         json_answer(resp)
     }
 
-    /// `POST {base}/api/v1/agent/heartbeat` with the machine's bearer token.
-    pub fn heartbeat(&self, token: &str, hb: &Heartbeat) -> Result<HeartbeatResponse, CallError> {
-        let url = format!("{}/api/v1/agent/heartbeat", self.base);
+    /// `POST {base}/api/v1/agent/heartbeat` with the machine's bearer token. With `wait`, the
+    /// server holds a `wait` answer up to that many seconds and answers at once when the
+    /// machine's instruction changes (long-poll), so an assignment reaches the machine in
+    /// milliseconds instead of a heartbeat period.
+    pub fn heartbeat(
+        &self,
+        token: &str,
+        hb: &Heartbeat,
+        wait: Option<u32>,
+    ) -> Result<HeartbeatResponse, CallError> {
+        let url = match wait {
+            Some(w) => format!("{}/api/v1/agent/heartbeat?wait={w}", self.base),
+            None => format!("{}/api/v1/agent/heartbeat", self.base),
+        };
         let body = serde_json::to_vec(hb).map_err(|e| CallError::Local(e.to_string()))?;
         let resp = self
             .agent

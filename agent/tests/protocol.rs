@@ -98,13 +98,8 @@ fn registers_waits_heartbeats_and_reboots() {
     s.on(HEARTBEAT, instruction(json!({"action": "reboot"})));
     let r = run(&s);
     assert_eq!(r.outcome, Outcome::Rebooting);
-    assert_eq!(
-        r.host.did(),
-        vec![
-            Did::Sleep(Duration::from_secs(7)),
-            Did::Run("reboot -f".into())
-        ]
-    );
+    // The wait is a long-poll: the server answered with news, so nothing was slept.
+    assert_eq!(r.host.did(), vec![Did::Run("reboot -f".into())]);
     let reg = &s.seen_on(REGISTER)[0];
     assert_eq!(reg.method, "POST");
     let body = reg.json();
@@ -113,6 +108,7 @@ fn registers_waits_heartbeats_and_reboots() {
     assert_eq!(body["agent_version"], dragonfly_agent::VERSION);
     assert!(!reg.headers.contains_key("x-dragonfly-enrollment"));
     let hb = &s.seen_on(HEARTBEAT)[0];
+    assert_eq!(hb.query.as_deref(), Some("wait=7"));
     assert_eq!(hb.headers["authorization"], "Bearer tok-1");
     assert_eq!(
         hb.json(),
@@ -488,4 +484,31 @@ fn an_agent_keeps_retrying_a_dead_server_until_stopped() {
         sleeps[7] >= Duration::from_millis(2500),
         "capped at 5 s: {sleeps:?}"
     );
+}
+
+#[test]
+fn a_server_that_does_not_hold_the_long_poll_is_not_hammered() {
+    let s = FakeServer::start();
+    s.on(
+        REGISTER,
+        registered("tok-1", json!({"action": "wait", "seconds": 8})),
+    );
+    // The first heartbeat answers "wait" at once, as a server without long-poll would.
+    s.on(
+        HEARTBEAT,
+        instruction(json!({"action": "wait", "seconds": 8})),
+    );
+    s.on(HEARTBEAT, instruction(json!({"action": "reboot"})));
+    let r = run(&s);
+    assert_eq!(r.outcome, Outcome::Rebooting);
+    let did = r.host.did();
+    assert_eq!(did.len(), 2, "{did:?}");
+    match &did[0] {
+        Did::Sleep(d) => assert!(
+            *d > Duration::from_secs(4) && *d <= Duration::from_secs(8),
+            "slept {d:?}"
+        ),
+        other => panic!("expected a sleep, got {other:?}"),
+    }
+    assert_eq!(did[1], Did::Run("reboot -f".into()));
 }

@@ -17,5 +17,7 @@ mod protocol;
 mod sim;
 // The binary: `inventory`, the no-server message, `--dry-run`.
 mod cli;
+// The real agent binary against the real server on loopback.
+mod server;
 // Shared helpers: a scripted HTTP server, a recording host, temp trees, an SMBIOS builder.
 mod util;

@@ -86,7 +86,10 @@ pub fn ok(json: serde_json::Value) -> Reply {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: String,
+    /// The path without its query string (replies are scripted per path).
     pub path: String,
+    /// The query string, if any (`wait=10` on a long-polled heartbeat).
+    pub query: Option<String>,
     /// Lower-case header names.
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
@@ -182,7 +185,11 @@ fn serve(conn: TcpStream, script: &Mutex<Script>) {
     }
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_string();
-    let path = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default().to_string();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (target, None),
+    };
     let mut headers = HashMap::new();
     loop {
         let mut h = String::new();
@@ -204,6 +211,7 @@ fn serve(conn: TcpStream, script: &Mutex<Script>) {
         s.seen.push(Seen {
             method,
             path: path.clone(),
+            query,
             headers,
             body,
         });
