@@ -1,11 +1,13 @@
 //! The JSON API under `/api/v1`, and its OpenAPI document (generated from these handlers).
 
 pub mod agent;
+pub mod auth;
 pub mod events;
 pub mod extract;
 pub mod machines;
 pub mod os;
 pub mod system;
+pub mod tokens;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -35,7 +37,9 @@ pub const BODY_LIMIT: usize = 64 * 1024;
         (name = "os", description = "The OS catalogue"),
         (name = "events", description = "The event log and live stream"),
         (name = "system", description = "Health and metrics"),
+        (name = "auth", description = "Operator sessions and API tokens"),
     ),
+    security(("api_token" = []), ("session" = [])),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&SecuritySchemes)
 )]
@@ -57,16 +61,62 @@ impl utoipa::Modify for SecuritySchemes {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "api_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("API token (dfo_…) created under /api/v1/tokens"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "dragonfly_session",
+                    "Operator session from /api/v1/auth/login; state-changing requests also \
+                     need the X-CSRF-Token header",
+                ),
+            )),
+        );
     }
 }
 
-/// The API routes and the OpenAPI document describing them.
-pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+/// The API, split by who may call it, and the OpenAPI document describing all of it.
+pub struct ApiRoutes {
+    /// Open by design: agent registration (PXE has no credentials), agent heartbeats (which
+    /// carry their own per-machine token), login, and health.
+    pub public: Router<AppState>,
+    /// Everything else: needs an operator session or an API token.
+    pub protected: Router<AppState>,
+    pub doc: utoipa::openapi::OpenApi,
+}
+
+/// Paths of the public routes, as the OpenAPI document names them.
+pub const PUBLIC_PATHS: &[&str] = &[
+    "/api/v1/agent/register",
+    "/api/v1/agent/heartbeat",
+    "/api/v1/auth/login",
+    "/healthz",
+];
+
+pub fn router() -> ApiRoutes {
     let register = OpenApiRouter::new()
         .routes(routes!(agent::register))
         .layer(DefaultBodyLimit::max(REGISTER_BODY_LIMIT));
-    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (public, public_doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(agent::heartbeat))
+        .routes(routes!(auth::login))
+        .routes(routes!(system::healthz))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .merge(register)
+        .split_for_parts();
+    let (protected, protected_doc) = OpenApiRouter::new()
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
         .routes(routes!(machines::list))
         .routes(routes!(machines::get, machines::update, machines::delete))
         .routes(routes!(machines::assign))
@@ -77,17 +127,20 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(os::get, os::update, os::delete))
         .routes(routes!(events::stream))
         .routes(routes!(events::log))
-        .routes(routes!(system::healthz))
         .routes(routes!(system::metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .merge(register)
         .split_for_parts();
-    (router, doc)
+    let mut doc = public_doc;
+    doc.merge(protected_doc);
+    ApiRoutes {
+        public,
+        protected,
+        doc,
+    }
 }
 
 /// The OpenAPI document as pretty JSON (what `/api/openapi.json` serves and what is
 /// checked in as `openapi.json`).
 pub fn openapi_json() -> String {
-    let (_, doc) = router();
-    doc.to_pretty_json().unwrap_or_default()
+    router().doc.to_pretty_json().unwrap_or_default()
 }

@@ -24,6 +24,27 @@ pub enum Command {
     Serve,
     /// Print the OpenAPI document of the JSON API.
     Openapi,
+    /// Operator accounts and tokens, offline (works on the database directly).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set an operator's password (creating the account if needed), read from the terminal
+    /// or, when standard input is not a terminal, from its first line.
+    SetPassword {
+        #[arg(long, default_value = "admin")]
+        username: String,
+    },
+    /// Create an API token and print its secret (once).
+    CreateToken {
+        #[arg(long)]
+        name: String,
+        /// read or admin.
+        #[arg(long, default_value = "admin", value_parser = ["read", "admin"])]
+        scope: String,
+    },
 }
 
 /// Server flags. Each is also read from the environment variable shown, then from the
@@ -57,6 +78,33 @@ pub struct ServeArgs {
     /// UDP port for TFTP [default: 69].
     #[arg(long, env = "DRAGONFLY_TFTP_PORT", value_name = "PORT", global = true)]
     pub tftp_port: Option<u16>,
+    /// Require this secret from agents at registration (403 without it); the netboot image
+    /// passes it on the kernel command line as dragonfly.secret=.
+    #[arg(
+        long,
+        env = "DRAGONFLY_ENROLLMENT_SECRET",
+        value_name = "SECRET",
+        global = true
+    )]
+    pub enrollment_secret: Option<String>,
+    /// PEM certificate chain: serve HTTPS instead of HTTP (with --tls-key).
+    #[arg(
+        long,
+        env = "DRAGONFLY_TLS_CERT",
+        value_name = "FILE",
+        global = true,
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(
+        long,
+        env = "DRAGONFLY_TLS_KEY",
+        value_name = "FILE",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub hookos: HookosArgs,
 }
@@ -118,6 +166,9 @@ pub struct FileConfig {
     pub heartbeat_secs: Option<u32>,
     pub offline_after_secs: Option<u32>,
     pub boot_dir: Option<PathBuf>,
+    pub enrollment_secret: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub tftp: Option<bool>,
     pub tftp_port: Option<u16>,
     pub hookos_url: Option<String>,
@@ -141,6 +192,9 @@ pub struct Config {
     /// TFTP listening address when enabled.
     pub tftp: Option<SocketAddr>,
     pub hookos: Hookos,
+    pub enrollment_secret: Option<String>,
+    /// Certificate and key files for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// HookOS settings as configured; `None` values are derived from the base URL at start.
@@ -174,6 +228,8 @@ impl Config {
             offline_after_secs: 60,
             boot_dir: db.with_file_name("netboot"),
             tftp: None,
+            enrollment_secret: None,
+            tls: None,
             hookos: Hookos {
                 worker_image: "tinkerbell/tink-worker:latest".into(),
                 console: "ttyS0,115200".into(),
@@ -236,6 +292,27 @@ impl Config {
             )?
             .unwrap_or_else(|| "ttyS0,115200".into()),
         };
+        let enrollment_secret = args.enrollment_secret.clone().or(file.enrollment_secret);
+        if let Some(s) = &enrollment_secret {
+            if s.len() < 16
+                || s.len() > 128
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                bail!(
+                    "--enrollment-secret must be 16-128 characters of A-Z, a-z, 0-9, '-', '_', '.'"
+                );
+            }
+        }
+        let tls = match (
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
         let tftp_enabled = args.tftp || file.tftp.unwrap_or(false);
         let tftp_port = args.tftp_port.or(file.tftp_port).unwrap_or(69);
         Ok(Config {
@@ -247,6 +324,8 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("out/netboot")),
             tftp: tftp_enabled.then_some(SocketAddr::new(host, tftp_port)),
             hookos,
+            enrollment_secret,
+            tls,
             db: args
                 .db
                 .clone()
@@ -311,6 +390,9 @@ pub struct Settings {
     /// Whether the TFTP server runs (for the dashboard and /healthz).
     pub tftp: bool,
     pub hookos: HookosSettings,
+    pub enrollment_secret: Option<String>,
+    /// Served over HTTPS (cookies are then marked Secure).
+    pub tls: bool,
 }
 
 /// HookOS settings with every default resolved.

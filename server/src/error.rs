@@ -35,6 +35,11 @@ pub enum Error {
     Forbidden(String),
     #[error("request body too large")]
     PayloadTooLarge,
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
     #[error(transparent)]
@@ -63,6 +68,7 @@ impl Error {
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -106,6 +112,12 @@ pub fn error_response(
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let retry_after = match &self {
+            Error::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
         let (message, field) = match self {
             Error::Invalid { field, message } => (message, Some(field).filter(|f| !f.is_empty())),
             Error::BadRequest { message, field, .. } => (message, field),
@@ -119,7 +131,13 @@ impl IntoResponse for Error {
             }
             other => (other.to_string(), None),
         };
-        error_response(status, code, message, field)
+        let mut resp = error_response(status, code, message, field);
+        if let Some(secs) = retry_after {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
     }
 }
 

@@ -2,6 +2,7 @@
 //! here so tests can run the real server on `127.0.0.1:0`.
 
 pub mod api;
+pub mod auth;
 pub mod boot;
 pub mod clock;
 pub mod config;
@@ -13,15 +14,18 @@ pub mod state;
 pub mod store;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, HookosSettings, Settings, derive_base_url};
 use crate::error::error_response;
@@ -49,10 +53,13 @@ pub async fn build_state(
         offline_after_ms: i64::from(config.offline_after_secs) * 1000,
         boot_dir: config.boot_dir.clone(),
         tftp: config.tftp.is_some(),
+        enrollment_secret: config.enrollment_secret.clone(),
+        tls: config.tls.is_some(),
     });
     let hub = EventHub::new(1024);
     Ok(AppState {
         machines: Machines::new(db.clone(), hub.clone(), clock.clone(), settings.clone()),
+        auth: Auth::new(db.clone(), clock.clone()),
         db,
         hub,
         clock,
@@ -61,11 +68,41 @@ pub async fn build_state(
     })
 }
 
+/// Response headers every page and API answer carries. The CSP allows no inline script and
+/// no other origin; the UI's scripts are served from this binary.
+fn security_headers(router: Router) -> Router {
+    let headers: [(HeaderName, &'static str); 5] = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+             frame-ancestors 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ];
+    headers.into_iter().fold(router, |r, (name, value)| {
+        r.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ))
+    })
+}
+
 /// The whole HTTP application. Pure: no I/O happens here.
+///
+/// Every route is closed (session or API token) unless it is in the public set: health,
+/// agent registration and heartbeats (per-machine tokens), login, and the boot files.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = api::router();
-    let openapi: Arc<str> = doc.to_pretty_json().unwrap_or_default().into();
-    api.merge(boot::router())
+    let api = api::router();
+    let openapi: Arc<str> = api.doc.to_pretty_json().unwrap_or_default().into();
+    let protected = api
+        .protected
         .route(
             "/api/openapi.json",
             axum::routing::get(move || {
@@ -78,6 +115,14 @@ pub fn router(state: AppState) -> Router {
                 }
             }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::auth::require_operator,
+        ));
+    let app = api
+        .public
+        .merge(boot::router())
+        .merge(protected)
         .fallback(|| async {
             error_response(
                 StatusCode::NOT_FOUND,
@@ -100,7 +145,8 @@ pub fn router(state: AppState) -> Router {
             metrics::track,
         ))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    security_headers(app)
 }
 
 /// Rewrites error responses produced by the framework (path and query rejections, for
@@ -138,6 +184,21 @@ async fn json_errors(resp: Response) -> Response {
     error_response(status, code, message, None).into_response()
 }
 
+/// Serves `app` on `listener` (plain HTTP) until `shutdown` resolves. The peer address is
+/// available to handlers (the login rate limit is per address).
+pub async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
 /// Runs the server on `listener` until `shutdown` resolves.
 pub async fn serve(
     config: Config,
@@ -145,11 +206,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let bound = listener.local_addr().context("listener has no address")?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let base_url = match &config.base_url {
         Some(u) => u.clone(),
-        None => derive_base_url(bound),
+        None => derive_base_url(bound).replacen("http", scheme, 1),
     };
     let state = build_state(&config, base_url.clone(), Arc::new(SystemClock)).await?;
+    if let Some(password) = state.auth.ensure_admin().await? {
+        // Printed once, to the console only: never logged, never written to a file.
+        println!(
+            "\nDragonfly created the operator account 'admin' with password:\n\n    {password}\n\n\
+             It is shown only now. Change it with `dragonfly admin set-password`.\n"
+        );
+    }
     // One shutdown signal fans out to the HTTP server and the TFTP server.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = config.tftp {
@@ -181,6 +254,7 @@ pub async fn serve(
         derived = config.base_url.is_none(),
         netboot = artefact.version.as_deref().unwrap_or(if artefact.present { "present" } else { "missing" }),
         tftp = config.tftp.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        tls = config.tls.is_some(),
         "dragonfly {} ready",
         env!("CARGO_PKG_VERSION")
     );
@@ -188,13 +262,39 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let app = router(state);
     let mut rx = stop_rx;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = rx.wait_for(|s| *s).await;
-        })
-        .await
-        .context("server error")?;
+    let stopped = async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    match &config.tls {
+        None => serve_http(listener, app, stopped)
+            .await
+            .context("server error")?,
+        Some((cert, key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot load --tls-cert {} / --tls-key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                stopped.await;
+                h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, tls)
+                .context("cannot use the listening socket for TLS")?
+                .handle(handle)
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                .await
+                .context("server error")?;
+        }
+    }
     tracing::info!("dragonfly stopped");
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use dragonfly::config::{Cli, Command, Config};
+use dragonfly::config::{AdminCommand, Cli, Command, Config};
 use tracing_subscriber::EnvFilter;
 
 #[cfg(feature = "mimalloc")]
@@ -29,6 +29,7 @@ fn run() -> anyhow::Result<()> {
             println!("{}", dragonfly::api::openapi_json());
             Ok(())
         }
+        Some(Command::Admin(cmd)) => admin(&Config::resolve(&cli.serve)?, cmd),
         None | Some(Command::Serve) => {
             tracing_subscriber::fmt()
                 .with_ansi(
@@ -53,6 +54,53 @@ fn run() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// `dragonfly admin ...`: account and token chores on the database directly.
+fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
+    let db = dragonfly::store::Db::open(&config.db)
+        .with_context(|| format!("--db {}", config.db.display()))?;
+    let auth = dragonfly::auth::Auth::new(db, std::sync::Arc::new(dragonfly::clock::SystemClock));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cmd {
+        AdminCommand::SetPassword { username } => {
+            let password = if std::io::stdin().is_terminal() {
+                let first = rpassword::prompt_password(format!("New password for {username}: "))?;
+                let again = rpassword::prompt_password("Again: ")?;
+                if first != again {
+                    anyhow::bail!("the two passwords differ; nothing changed");
+                }
+                first
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            };
+            runtime
+                .block_on(auth.set_password(&username, &password))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!("password of {username} set; their sessions were ended");
+        }
+        AdminCommand::CreateToken { name, scope } => {
+            let scope = if scope == "read" {
+                dragonfly::auth::Scope::Read
+            } else {
+                dragonfly::auth::Scope::Admin
+            };
+            let (token, secret) = runtime
+                .block_on(auth.create_token(&name, scope, "cli"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "created API token {} ({:?}); its secret, shown once:",
+                token.id, token.scope
+            );
+            println!("{secret}");
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM (systemd's stop).

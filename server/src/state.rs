@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::events::EventHub;
@@ -14,6 +15,8 @@ use crate::store::Db;
 pub struct AppState {
     /// The machine domain service (owns its handles to the store, hub and clock).
     pub machines: Machines,
+    /// Operators, sessions and API tokens.
+    pub auth: Auth,
     /// The store, for the OS catalogue and health checks.
     pub db: Db,
     /// Broadcast of every change, feeding SSE.

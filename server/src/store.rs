@@ -6,6 +6,7 @@
 //! worker ever waits on SQLite. All writes go through the single writer connection, which
 //! serialises them in-process instead of letting connections fight over SQLite's lock.
 
+pub mod auth;
 pub mod events;
 pub mod machines;
 pub mod os;
@@ -55,6 +56,7 @@ pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("store/migrations/001_initial.sql")),
         M::up(include_str!("store/migrations/002_builtin_os.sql")),
+        M::up(include_str!("store/migrations/003_auth.sql")),
     ])
 }
 

@@ -23,6 +23,8 @@ fn dragonfly() -> Command {
 struct Running {
     child: Child,
     url: String,
+    /// What it printed before it was ready (the one-time admin password, for instance).
+    banner: Vec<String>,
 }
 
 impl Running {
@@ -40,6 +42,7 @@ impl Running {
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
         let url = loop {
             let line = lines
                 .next()
@@ -50,10 +53,11 @@ impl Running {
                 let addr = rest.split_whitespace().next().unwrap();
                 break format!("http://{addr}");
             }
+            banner.push(plain);
         };
         // Keep draining the log so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Running { child, url }
+        Running { child, url, banner }
     }
 
     fn stop(mut self) {
@@ -207,10 +211,133 @@ async fn flags_win_over_environment_over_the_config_file() {
     with_flag.stop();
 }
 
+/// Mints an admin API token offline with `dragonfly admin create-token` and returns a
+/// client that sends it.
+fn authed_client(dir: &Path) -> reqwest::Client {
+    let out = dragonfly()
+        .current_dir(dir)
+        .args(["admin", "create-token", "--name", "tests"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(secret.starts_with("dfo_"), "{secret}");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {secret}").parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+fn printed_password(banner: &[String]) -> Option<String> {
+    let at = banner.iter().position(|l| l.contains("with password:"))?;
+    banner[at + 1..]
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+async fn login(url: &str, username: &str, password: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{url}/api/v1/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_first_start_prints_the_admin_password_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Running::start(dir.path(), &[], &[]);
+    let password = printed_password(&first.banner).expect("no password printed on first start");
+    assert!(password.len() >= 16, "{password}");
+    let resp = login(&first.url, "admin", &password).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("HttpOnly")
+    );
+    first.stop();
+    let second = Running::start(dir.path(), &[], &[]);
+    assert_eq!(
+        printed_password(&second.banner),
+        None,
+        "{:?}",
+        second.banner
+    );
+    assert!(!second.banner.iter().any(|l| l.contains(&password)));
+    second.stop();
+}
+
+#[tokio::test]
+async fn admin_set_password_reads_stdin_and_replaces_the_password() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let first = Running::start(dir.path(), &[], &[]);
+    let old = printed_password(&first.banner).unwrap();
+    let mut child = dragonfly()
+        .current_dir(dir.path())
+        .args(["admin", "set-password"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a much better passphrase\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        login(&first.url, "admin", &old).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&first.url, "admin", "a much better passphrase")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // Too short a password is refused and changes nothing.
+    let mut child = dragonfly()
+        .current_dir(dir.path())
+        .args(["admin", "set-password"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("12 characters"));
+    assert_eq!(
+        login(&first.url, "admin", "a much better passphrase")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    first.stop();
+}
+
 #[tokio::test]
 async fn a_restart_on_the_same_file_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = authed_client(dir.path());
     let first = Running::start(dir.path(), &[], &[]);
     wait_healthy(&client, &first.url).await;
     let r: serde_json::Value = client
@@ -270,4 +397,67 @@ async fn a_restart_on_the_same_file_keeps_everything() {
     let hb = expect_json(hb, StatusCode::OK).await;
     assert_eq!(hb["instruction"]["action"], "chainload");
     second.stop();
+}
+
+#[tokio::test]
+async fn tls_serves_https_with_secure_cookies() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let server = Running::start(
+        dir.path(),
+        &["--tls-cert", "cert.pem", "--tls-key", "key.pem"],
+        &[],
+    );
+    let password = printed_password(&server.banner).unwrap();
+    let url = server.url.replacen("http://", "https://", 1);
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let h = wait_healthy(&client, &url).await;
+    assert!(
+        h["base_url"].as_str().unwrap().starts_with("https://"),
+        "{h}"
+    );
+    let resp = client
+        .post(format!("{url}/api/v1/auth/login"))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    server.stop();
+}
+
+#[test]
+fn tls_flags_go_together_and_bad_files_are_named() {
+    let out = dragonfly().args(["--tls-cert", "c.pem"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dragonfly()
+        .current_dir(dir.path())
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-cert",
+            "missing.pem",
+            "--tls-key",
+            "missing.key",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tls-cert missing.pem"), "{err}");
 }

@@ -11,7 +11,13 @@ use tokio::sync::oneshot;
 
 pub struct TestServer {
     pub url: String,
+    /// Sends an admin API token with every request.
     pub client: Client,
+    /// Sends no credentials.
+    pub anon: Client,
+    /// The admin API token `client` uses.
+    pub token: String,
+    pub state: dragonfly::state::AppState,
     pub dir: tempfile::TempDir,
     pub clock: Option<Arc<ManualClock>>,
     /// Dropping the sender stops the server.
@@ -29,12 +35,17 @@ impl TestServer {
     }
 
     async fn start_with(clock: Option<Arc<ManualClock>>) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        Self::start_in(dir, clock).await
+        Self::start_custom(clock, |_| {}).await
     }
 
-    async fn start_in(dir: tempfile::TempDir, clock: Option<Arc<ManualClock>>) -> TestServer {
-        let config = Config::for_tests(&dir.path().join("sqlite.db"));
+    /// A server whose configuration `edit` adjusts first.
+    pub async fn start_custom(
+        clock: Option<Arc<ManualClock>>,
+        edit: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_tests(&dir.path().join("sqlite.db"));
+        edit(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
@@ -45,18 +56,31 @@ impl TestServer {
         let state = dragonfly::build_state(&config, url.clone(), c)
             .await
             .unwrap();
+        let (_, token) = state
+            .auth
+            .create_token("tests", dragonfly::auth::Scope::Admin, "tests")
+            .await
+            .unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let app = dragonfly::router(state.clone());
         tokio::spawn(async move {
-            axum::serve(listener, dragonfly::router(state))
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
+            dragonfly::serve_http(listener, app, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
         });
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
         TestServer {
             url,
-            client: Client::new(),
+            client: Client::builder().default_headers(headers).build().unwrap(),
+            anon: Client::new(),
+            token,
+            state,
             dir,
             clock,
             _stop: tx,

@@ -16,6 +16,8 @@ mod cli;
 mod errors;
 // The event log and the server-sent-events stream.
 mod events;
+// Authentication, authorisation, CSRF, rate limits, enrollment, headers.
+mod security;
 // Operator endpoints for machines: list/filter/search/sort/page, edit, lifecycle actions.
 mod machines;
 // The checked-in OpenAPI document matches the code.

@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::store::machines::MachineRow;
 
+/// The header carrying the enrollment secret (the agent reads it from `dragonfly.secret=`).
+pub const ENROLLMENT_HEADER: &str = "x-dragonfly-enrollment";
+
 /// The machine whose agent token authenticated this request.
 pub struct AgentMachine(pub MachineRow);
 
@@ -46,9 +49,11 @@ impl FromRequestParts<AppState> for AgentMachine {
 #[utoipa::path(
     post, path = "/api/v1/agent/register", tag = "agent",
     request_body = RegisterRequest,
+    security(()),
     responses(
         (status = 200, description = "Registered", body = RegisterResponse),
         (status = 400, description = "Malformed JSON", body = crate::error::ErrorBody),
+        (status = 403, description = "Enrollment secret missing or wrong", body = crate::error::ErrorBody),
         (status = 413, description = "Body too large", body = crate::error::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::error::ErrorBody),
         (status = 422, description = "Invalid value", body = crate::error::ErrorBody),
@@ -56,8 +61,21 @@ impl FromRequestParts<AppState> for AgentMachine {
 )]
 pub async fn register(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>> {
+    if let Some(secret) = &state.settings.enrollment_secret {
+        let sent = headers
+            .get(ENROLLMENT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !crate::auth::same_secret(sent, secret) {
+            tracing::warn!("registration refused: missing or wrong enrollment secret");
+            return Err(Error::Forbidden(
+                "this server requires an enrollment secret (X-Dragonfly-Enrollment)".into(),
+            ));
+        }
+    }
     let resp = state.machines.register(req).await?;
     state.metrics.registrations.inc();
     tracing::info!(machine = %resp.machine_id, "agent registered");

@@ -27,6 +27,7 @@ pub struct Health {
 /// Liveness and readiness: answers once the database is reachable.
 #[utoipa::path(
     get, path = "/healthz", tag = "system",
+    security(()),
     responses(
         (status = 200, description = "Healthy", body = Health),
         (status = 500, description = "Database unavailable", body = crate::error::ErrorBody),

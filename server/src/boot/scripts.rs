@@ -60,7 +60,12 @@ impl ScriptVars {
     pub fn server(s: &Settings) -> ScriptVars {
         ScriptVars {
             base_url: s.base_url.clone(),
-            kernel_params: "console=tty0 console=ttyS0,115200 panic=30".into(),
+            kernel_params: match &s.enrollment_secret {
+                Some(secret) => {
+                    format!("console=tty0 console=ttyS0,115200 panic=30 dragonfly.secret={secret}")
+                }
+                None => "console=tty0 console=ttyS0,115200 panic=30".into(),
+            },
             hookos_url: s.hookos.url.clone(),
             arch: "x86_64".into(),
             grpc_authority: s.hookos.grpc_authority.clone(),
@@ -146,6 +151,8 @@ mod tests {
             offline_after_ms: 60_000,
             boot_dir: "out/netboot".into(),
             tftp: false,
+            enrollment_secret: None,
+            tls: false,
         }
     }
 
