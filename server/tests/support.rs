@@ -15,8 +15,6 @@ pub struct TestServer {
     pub client: Client,
     /// Sends no credentials.
     pub anon: Client,
-    /// The admin API token `client` uses.
-    pub token: String,
     pub state: dragonfly::state::AppState,
     pub dir: tempfile::TempDir,
     pub clock: Option<Arc<ManualClock>>,
@@ -79,7 +77,6 @@ impl TestServer {
             url,
             client: Client::builder().default_headers(headers).build().unwrap(),
             anon: Client::new(),
-            token,
             state,
             dir,
             clock,
