@@ -3,14 +3,28 @@
 # Debian packages (only the missing ones) and the musl target. Idempotent and quiet when
 # everything is already there.
 #
-#   scripts/deps.sh            build + test needs
+#   scripts/deps.sh [GROUP...]  build + test needs, plus each named group:
 #   scripts/deps.sh bench      adds the load tools used by scripts/bench-*.sh
+#   scripts/deps.sh e2e        adds Chromium and ChromeDriver for the UI tests
+#   scripts/deps.sh netboot    adds what image/build.sh and scripts/lab.sh need; the kernel,
+#                              busybox and iPXE packages are only downloaded and unpacked by
+#                              image/build.sh, never installed
 set -euo pipefail
 
 want=(musl-tools pkg-config)
-case "${1:-}" in
-  bench) want+=(wrk hyperfine time) ;;
+for group in "$@"; do
+case "$group" in
+  bench) want+=(wrk hyperfine time curl) ;;
+  # the web UI tests: headless Chromium driven through ChromeDriver
+  e2e) want+=(chromium chromium-driver) ;;
+  netboot)
+    # build: apt-get source + dpkg-source (dpkg-dev, xz-utils), a static kexec-tools
+    # (gcc, make, linux-libc-dev, binutils), module dependencies (kmod: modprobe, depmod);
+    # lab: QEMU with its NIC option ROMs (ipxe-qemu), UEFI firmware (ovmf), curl
+    want+=(dpkg-dev xz-utils gcc make libc6-dev linux-libc-dev binutils kmod
+      qemu-system-x86 ipxe-qemu ovmf curl) ;;
 esac
+done
 
 missing=()
 for p in "${want[@]}"; do

@@ -1,6 +1,7 @@
 //! Operators and automation: accounts (argon2id), sessions, API tokens, and the login rate
 //! limit. It knows no HTTP: the API face turns cookies and headers into calls here.
 
+pub mod http;
 pub mod passwords;
 pub mod ratelimit;
 

@@ -12,6 +12,7 @@ pub mod machines;
 pub mod metrics;
 pub mod state;
 pub mod store;
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -117,12 +118,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            api::auth::require_operator,
+            auth::http::require_operator,
         ));
     let app = api
         .public
         .merge(boot::router())
         .merge(protected)
+        .merge(ui::router(state.clone()))
         .fallback(|| async {
             error_response(
                 StatusCode::NOT_FOUND,
@@ -145,6 +147,9 @@ pub fn router(state: AppState) -> Router {
             metrics::track,
         ))
         .layer(TraceLayer::new_for_http())
+        // gzip for pages, scripts and JSON; the default predicate leaves SSE and small
+        // bodies alone.
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state);
     security_headers(app)
 }
@@ -156,11 +161,13 @@ async fn json_errors(resp: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_json = resp
+    // JSON errors are already in shape; HTML errors are the UI's own pages and toasts.
+    let keep = resp
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v == HeaderValue::from_static("application/json"));
-    if is_json {
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "application/json" || v.starts_with("text/html"));
+    if keep {
         return resp;
     }
     let (_, body) = resp.into_parts();

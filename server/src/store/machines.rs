@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, typ
 use super::StoreError;
 
 /// A machine as stored. `state` is the lifecycle state's name; the domain parses it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MachineRow {
     pub id: String,
     pub boot_mac: String,

@@ -1,0 +1,159 @@
+//! The dashboard: machines by state, what needs attention, recent events, and what this
+//! server offers a machine that PXE-boots (with how to do it).
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use maud::{Markup, html};
+
+use super::{Ctx, UiResult, UiResultExt, layout, machine_name, paths, state_badge, when};
+use crate::auth::Principal;
+use crate::machines::{ListQuery, State as MState};
+use crate::state::AppState;
+use crate::store::machines::SortKey;
+
+pub async fn page(
+    State(state): State<AppState>,
+    axum::Extension(p): axum::Extension<Principal>,
+    headers: HeaderMap,
+) -> UiResult {
+    let ctx = Ctx::new(&p, "dashboard");
+    let live = live_markup(&state).await.ui(&headers)?;
+    let artefact = crate::boot::status(&state).await;
+    let s = &state.settings;
+    let body = html! {
+        h1 { "Dashboard" }
+        div #dashboard-live hx-get="/dashboard/live" hx-trigger="machine-changed from:body throttle:750ms" {
+            (live)
+        }
+        h2 { "This server" }
+        div.grid {
+            div.panel {
+                dl.kv {
+                    dt { "Base URL" } dd.mono { (s.base_url) }
+                    dt { "Netboot image" } dd {
+                        @if artefact.present {
+                            "present" @if let Some(v) = &artefact.version { " · " span.mono { (v) } }
+                        } @else {
+                            strong { "missing" } " — build it with " code { "image/build.sh" }
+                        }
+                    }
+                    dt { "kexec chainload" } dd { @if artefact.ipxe_lkrn { "ready (ipxe.lkrn)" } @else { "unavailable: machines reboot instead" } }
+                    dt { "TFTP" } dd { @if s.tftp { "on (iPXE first stage)" } @else { "off (enable with --tftp)" } }
+                    dt { "HookOS" } dd.mono { (s.hookos.url) }
+                }
+            }
+            div.panel {
+                strong { "PXE-boot a machine here" }
+                ol.steps {
+                    li { "Point your DHCP server's boot file at " code { (s.base_url) "/boot/boot.ipxe" }
+                         " (iPXE clients), or run Dragonfly with " code { "--tftp" } " and hand out "
+                         code { "undionly.kpxe" } " / " code { "ipxe.efi" } " from this host." }
+                    li { "Power the machine on with network boot first. It boots the inventory image and appears under "
+                         a href=(paths::MACHINES) { "Machines" } " as " span.badge.discovered { "discovered" } "." }
+                    li { "Open it, choose an OS and press " em { "Assign" } ". The machine chainloads into the installer "
+                         "and its progress shows here live." }
+                }
+                p.muted { "No hardware at hand? " code { "scripts/lab.sh" } " PXE-boots QEMU virtual machines against this server." }
+            }
+        }
+    };
+    Ok(layout(&ctx, "Dashboard", body).into_response())
+}
+
+/// The live part of the dashboard, re-rendered on every change.
+pub async fn live(State(state): State<AppState>, headers: HeaderMap) -> UiResult {
+    Ok(live_markup(&state).await.ui(&headers)?.into_response())
+}
+
+async fn live_markup(state: &AppState) -> crate::error::Result<Markup> {
+    let (counts, offline) = state.machines.counts().await?;
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    let failed = state
+        .machines
+        .list(ListQuery {
+            states: vec![MState::Failed],
+            per_page: 10,
+            page: 1,
+            sort: SortKey::Created,
+            descending: true,
+            ..Default::default()
+        })
+        .await?;
+    let offline_list = state
+        .machines
+        .list(ListQuery {
+            offline: Some(true),
+            per_page: 10,
+            page: 1,
+            sort: SortKey::LastSeen,
+            descending: true,
+            ..Default::default()
+        })
+        .await?;
+    let new = state
+        .machines
+        .list(ListQuery {
+            states: vec![MState::Discovered],
+            per_page: 10,
+            page: 1,
+            sort: SortKey::Created,
+            descending: true,
+            ..Default::default()
+        })
+        .await?;
+    let events = state.machines.events(None, None, 12).await?;
+    Ok(html! {
+        div.cards {
+            a.card href=(paths::MACHINES) { span.n #count-total { (total) } "machines" }
+            @for (s, n) in &counts {
+                a.card href={ (paths::MACHINES) "?state=" (s.as_str()) } {
+                    span.n id={ "count-" (s.as_str()) } { (n) } (state_badge(*s, false))
+                }
+            }
+            a.card href={ (paths::MACHINES) "?state=offline" } { span.n #count-offline { (offline) } span.badge.offline { "offline" } }
+        }
+        @if total == 0 {
+            div.panel.empty {
+                strong { "No machines yet" }
+                "Network-boot a machine against this server (see below) and it appears here within seconds."
+            }
+        } @else {
+            h2 { "Needs attention" }
+            div.grid {
+                (attention("Failed installs", &failed.items, "Nothing failed."))
+                (attention("Offline", &offline_list.items, "Every machine checked in recently."))
+                (attention("New, waiting for an OS", &new.items, "No new machines."))
+            }
+        }
+        h2 { "Recent events" }
+        @if events.is_empty() {
+            p.muted { "Nothing has happened yet." }
+        } @else {
+            div.table-wrap { table {
+                thead { tr { th { "When" } th { "Machine" } th { "Event" } th.hide-narrow { "By" } th { "Details" } } }
+                tbody { @for e in &events { tr {
+                    td.mono { (when(&e.at)) }
+                    td.mono { @if let Some(id) = &e.machine_id { a href=(paths::machine(id)) { (id.get(..8).unwrap_or(id)) } } }
+                    td { (e.kind.replace('_', " ")) @if let (Some(f), Some(t)) = (&e.from_state, &e.to_state) { @if f != t { " · " (f) " → " (t) } } }
+                    td.hide-narrow { (e.actor) }
+                    td { (e.message) }
+                } } }
+            } }
+        }
+    })
+}
+
+fn attention(title: &str, items: &[crate::machines::Machine], empty: &str) -> Markup {
+    html! {
+        div.panel {
+            strong { (title) }
+            @if items.is_empty() { p.muted { (empty) } } @else {
+                ul { @for m in items { li {
+                    a href=(paths::machine(&m.id)) { (machine_name(m)) } " " (state_badge(m.state, m.offline))
+                    @if let Some(msg) = &m.status_message { br; span.muted { (msg) } }
+                } } }
+            }
+        }
+    }
+}

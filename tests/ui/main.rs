@@ -1,0 +1,226 @@
+//! The web UI in real headless Chromium: log in, a machine registered through the API
+//! appears live on an open list page, assigning an OS changes its state, bulk-tagging two
+//! machines tags exactly those two. A failing test leaves a screenshot in tests/artifacts/.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use dragonfly_e2e::{Browser, PASSWORD, Server, eventually};
+use fantoccini::Locator;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn login(b: &Browser, s: &Server) -> anyhow::Result<()> {
+    let c = &b.client;
+    c.goto(&format!("{}/machines", s.url)).await?;
+    // Not logged in: sent to the login page, which remembers where we were going.
+    let url = c.current_url().await?;
+    anyhow::ensure!(url.path() == "/login", "expected the login page, got {url}");
+    c.find(Locator::Css("#username"))
+        .await?
+        .send_keys("admin")
+        .await?;
+    c.find(Locator::Css("#password"))
+        .await?
+        .send_keys(PASSWORD)
+        .await?;
+    c.find(Locator::Css("button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    eventually(WAIT, "the machine list after login", || async {
+        let h1 = c.find(Locator::Css("h1")).await.ok()?.text().await.ok()?;
+        (h1 == "Machines").then_some(())
+    })
+    .await
+}
+
+/// Runs `body`; on failure saves a screenshot named after the test, then fails.
+async fn with_browser<F, Fut>(name: &str, body: F)
+where
+    F: FnOnce(Browser, Server) -> Fut,
+    Fut: std::future::Future<Output = (Browser, anyhow::Result<()>)>,
+{
+    let server = Server::start().await;
+    let browser = Browser::start().await.expect("a headless Chromium");
+    let (browser, result) = body(browser, server).await;
+    if let Err(e) = result {
+        let shot = browser.screenshot(name).await;
+        browser.close().await;
+        panic!("{e:#}\nscreenshot: {shot:?}");
+    }
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_registered_machine_appears_live_and_can_be_assigned() {
+    with_browser("assign", |b, s| async move {
+        let r = async {
+            login(&b, &s).await?;
+            let c = &b.client;
+            // The empty list tells a new user what to do.
+            let empty = c.find(Locator::Css(".empty")).await?.text().await?;
+            anyhow::ensure!(empty.contains("No machines yet"), "empty state: {empty}");
+            // Wait until the live stream is connected, then register.
+            eventually(WAIT, "the live stream", || async {
+                let t = c
+                    .find(Locator::Css("#live-status"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                (t == "live").then_some(())
+            })
+            .await?;
+            let registered = Instant::now();
+            let id = s.register(1).await;
+            let row = format!("tr[data-machine=\"{id}\"]");
+            eventually(WAIT, "the new row", || async {
+                c.find(Locator::Css(&row)).await.ok()
+            })
+            .await?;
+            println!("UI_LIVE_DELAY_MS={}", registered.elapsed().as_millis());
+
+            for n in 2..6 {
+                s.register(n).await;
+            }
+            b.snap("list").await;
+            c.find(Locator::Css(&format!("{row} a")))
+                .await?
+                .click()
+                .await?;
+            eventually(WAIT, "the machine page", || async {
+                c.find(Locator::Css("#assign-os")).await.ok()
+            })
+            .await?;
+            c.find(Locator::Css("#assign-os"))
+                .await?
+                .select_by_value("ubuntu-24.04")
+                .await?;
+            c.find(Locator::Css("#assign-disk"))
+                .await?
+                .select_by_value("serial:E2E-DISK-1")
+                .await?;
+            c.find(Locator::Css("#assign-button"))
+                .await?
+                .click()
+                .await?;
+            eventually(WAIT, "the assigned state", || async {
+                let t = c
+                    .find(Locator::Css("#machine-state"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                t.contains("assigned").then_some(())
+            })
+            .await?;
+            let m = s.machine(&id).await;
+            anyhow::ensure!(m["state"] == "assigned" && m["os"] == "ubuntu-24.04", "{m}");
+            anyhow::ensure!(m["target_disk"]["serial"] == "E2E-DISK-1", "{m}");
+
+            // A change made elsewhere (the install starting) shows up without a reload.
+            s.state
+                .machines
+                .start_install(&id, dragonfly::machines::Actor::Boot, "test".into())
+                .await?;
+            eventually(WAIT, "the installing state", || async {
+                let t = c
+                    .find(Locator::Css("#machine-state"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                t.contains("installing").then_some(())
+            })
+            .await?;
+            b.snap("detail").await;
+            c.goto(&s.url).await?;
+            b.snap("dashboard").await;
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bulk_tagging_names_and_tags_exactly_the_selected_machines() {
+    with_browser("bulk-tag", |b, s| async move {
+        let r = async {
+            let a = s.register(11).await;
+            let bm = s.register(12).await;
+            let other = s.register(13).await;
+            login(&b, &s).await?;
+            let c = &b.client;
+            for id in [&a, &bm] {
+                c.find(Locator::Css(&format!("input[name=ids][value=\"{id}\"]")))
+                    .await?
+                    .click()
+                    .await?;
+            }
+            c.find(Locator::Css("#bulk input[name=tag]"))
+                .await?
+                .send_keys("rack-b")
+                .await?;
+            c.find(Locator::XPath("//button[contains(., 'Add tag')]"))
+                .await?
+                .click()
+                .await?;
+            let list = eventually(WAIT, "the confirmation", || async {
+                c.find(Locator::Css("#confirm-list"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()
+            })
+            .await?;
+            anyhow::ensure!(
+                list.contains("52:54:00:e2:00:0b") && list.contains("52:54:00:e2:00:0c"),
+                "{list}"
+            );
+            anyhow::ensure!(
+                !list.contains("52:54:00:e2:00:0d"),
+                "an unselected machine is listed: {list}"
+            );
+            b.snap("bulk-confirm").await;
+            c.find(Locator::XPath(
+                "//div[@id='bulk-confirm']//button[@type='submit']",
+            ))
+            .await?
+            .click()
+            .await?;
+            eventually(WAIT, "both machines tagged", || async {
+                let ta = s.machine(&a).await["tags"].clone();
+                let tb = s.machine(&bm).await["tags"].clone();
+                (ta == serde_json::json!(["rack-b"]) && tb == serde_json::json!(["rack-b"]))
+                    .then_some(())
+            })
+            .await?;
+            let to = s.machine(&other).await["tags"].clone();
+            anyhow::ensure!(
+                to == serde_json::json!([]),
+                "the unselected machine was tagged: {to}"
+            );
+            // The list shows the new tags without a reload.
+            eventually(WAIT, "tags in the list", || async {
+                let row = c
+                    .find(Locator::Css(&format!("tr[data-machine=\"{a}\"]")))
+                    .await
+                    .ok()?;
+                row.text().await.ok()?.contains("rack-b").then_some(())
+            })
+            .await?;
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
