@@ -58,8 +58,19 @@ pub async fn build_state(
         tls: config.tls.is_some(),
     });
     let hub = EventHub::new(1024);
+    let machines = Machines::new(db.clone(), hub.clone(), clock.clone(), settings.clone());
+    let flusher = machines.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            every.tick().await;
+            if let Err(e) = flusher.flush_seen().await {
+                tracing::warn!(error = %e, "could not record heartbeat times");
+            }
+        }
+    });
     Ok(AppState {
-        machines: Machines::new(db.clone(), hub.clone(), clock.clone(), settings.clone()),
+        machines,
         auth: Auth::new(db.clone(), clock.clone()),
         db,
         hub,

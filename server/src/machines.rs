@@ -104,6 +104,11 @@ pub struct Machines {
     hub: EventHub,
     clock: Arc<dyn Clock>,
     settings: Arc<Settings>,
+    /// Heartbeat times not yet written (machine id → ms). A heartbeat that changes nothing
+    /// else only lands here; [`Machines::flush_seen`] writes them in one transaction every
+    /// couple of seconds and before any read that shows them, so the single writer is not
+    /// spent on thousands of one-column updates a second.
+    seen: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 fn new_token() -> String {
@@ -229,7 +234,32 @@ impl Machines {
             hub,
             clock,
             settings,
+            seen: Arc::default(),
         }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, i64>> {
+        // A panic while holding this lock cannot leave the map half-updated.
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes pending heartbeat times.
+    pub async fn flush_seen(&self) -> Result<()> {
+        let batch: Vec<(String, i64)> = {
+            let mut seen = self.seen();
+            if seen.is_empty() {
+                return Ok(());
+            }
+            seen.drain().collect()
+        };
+        self.db
+            .write(move |tx| -> Result<()> {
+                for (id, at) in &batch {
+                    store::touch(tx, id, *at)?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     pub fn db(&self) -> &Db {
@@ -262,7 +292,12 @@ impl Machines {
                 return Ok(i);
             }
         }
-        Ok(match state_of(m) {
+        Ok(self.planned_instruction(m))
+    }
+
+    /// The instruction the machine's state calls for (ignoring queued ones).
+    fn planned_instruction(&self, m: &MachineRow) -> Instruction {
+        match state_of(m) {
             State::Assigned => Instruction::Chainload {
                 script_url: format!(
                     "{}/boot/{}.ipxe",
@@ -274,7 +309,7 @@ impl Machines {
             _ => Instruction::Wait {
                 seconds: self.settings.heartbeat_secs,
             },
-        })
+        }
     }
 
     /// Registers (or re-registers) a machine from its agent's report. Idempotent per machine:
@@ -388,8 +423,9 @@ impl Machines {
             })
     }
 
-    /// Records a heartbeat from the agent of machine `id` and answers its next instruction.
-    pub async fn heartbeat(&self, id: &str, hb: Heartbeat) -> Result<Instruction> {
+    /// Records a heartbeat from the agent of machine `current` (as just read with its token)
+    /// and answers its next instruction.
+    pub async fn heartbeat(&self, current: &MachineRow, hb: Heartbeat) -> Result<Instruction> {
         if hb.progress.is_some_and(|p| p > 100) {
             return Err(Error::invalid("progress", "must be 0–100"));
         }
@@ -397,7 +433,20 @@ impl Machines {
             return Err(Error::invalid("message", "longer than 1024 bytes"));
         }
         let now = self.clock.now_ms();
-        let id = id.to_string();
+        // The common case: nothing but "still here". No write, no event.
+        let quiet = matches!(hb.phase, Phase::Waiting)
+            && current.phase.as_deref() == Some("waiting")
+            && hb.progress.is_none_or(|p| current.progress == Some(p))
+            && hb
+                .message
+                .as_ref()
+                .is_none_or(|m| current.status_message.as_ref() == Some(m))
+            && current.pending_instruction.is_none();
+        if quiet {
+            self.seen().insert(current.id.clone(), now);
+            return Ok(self.planned_instruction(current));
+        }
+        let id = current.id.clone();
         let this = self.clone();
         let (instruction, change) = self
             .db
@@ -815,6 +864,7 @@ impl Machines {
     }
 
     pub async fn get(&self, id: &str) -> Result<MachineDetail> {
+        self.flush_seen().await?;
         let id = id.to_string();
         let (row, nics, disks, report, events) = self
             .db
@@ -843,6 +893,7 @@ impl Machines {
     }
 
     pub async fn list(&self, q: ListQuery) -> Result<MachinePage> {
+        self.flush_seen().await?;
         let now = self.clock.now_ms();
         let per_page = q.per_page.clamp(1, 500);
         let page = q.page.max(1);
@@ -871,6 +922,7 @@ impl Machines {
 
     /// Counts per state and offline, for the dashboard and /metrics.
     pub async fn counts(&self) -> Result<(Vec<(State, u64)>, u64)> {
+        self.flush_seen().await?;
         let before = self.offline_before(self.clock.now_ms());
         let (by_state, offline) = self
             .db

@@ -112,7 +112,7 @@ pub async fn heartbeat(
     let wait = params.wait.unwrap_or(0).min(60);
     // Subscribe before reading, so a change between the read and the wait is not missed.
     let mut changes = (wait > 0).then(|| state.hub.subscribe());
-    let mut instruction = state.machines.heartbeat(&machine.id, hb).await?;
+    let mut instruction = state.machines.heartbeat(&machine, hb).await?;
     state.metrics.heartbeats.inc();
     if let (Instruction::Wait { .. }, Some(rx)) = (&instruction, changes.as_mut()) {
         let deadline = tokio::time::sleep(Duration::from_secs(u64::from(wait)));

@@ -43,6 +43,14 @@ fn check_len(s: &str, field: &str) -> Result<()> {
     Ok(())
 }
 
+/// SQLite integers are signed 64-bit; larger sizes are not real hardware.
+fn check_size(v: Option<u64>, field: &str) -> Result<()> {
+    match v {
+        Some(n) if n > i64::MAX as u64 => Err(Error::invalid(field, "larger than any real device")),
+        _ => Ok(()),
+    }
+}
+
 fn check_count(n: usize, max: usize, field: &str) -> Result<()> {
     if n > max {
         return Err(Error::invalid(field, format!("more than {max} entries")));
@@ -69,6 +77,16 @@ pub fn normalise(report: &mut HardwareReport) -> Result<()> {
         "report.smbios.processors",
     )?;
 
+    check_size(report.memory_bytes, "report.memory_bytes")?;
+    for (i, d) in report.disks.iter().enumerate() {
+        check_size(Some(d.size_bytes), &format!("report.disks[{i}].size_bytes"))?;
+    }
+    for (i, m) in report.smbios.memory.iter().enumerate() {
+        check_size(
+            m.size_bytes,
+            &format!("report.smbios.memory[{i}].size_bytes"),
+        )?;
+    }
     let s = &mut report.smbios;
     let sys = &mut s.system;
     if let Some(u) = sys.uuid.as_deref() {
@@ -155,7 +173,13 @@ pub fn identity(report: &HardwareReport, agent_version: &str) -> Identity {
         cpu_model: report.cpu.as_ref().and_then(|c| c.model.clone()),
         cpu_threads: report.cpu.as_ref().map(|c| c.threads),
         memory_bytes: report.memory_bytes,
-        disk_bytes: Some(report.disks.iter().map(|d| d.size_bytes).sum()),
+        disk_bytes: Some(
+            report
+                .disks
+                .iter()
+                .fold(0u64, |acc, d| acc.saturating_add(d.size_bytes))
+                .min(i64::MAX as u64),
+        ),
     }
 }
 

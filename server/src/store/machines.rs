@@ -238,9 +238,12 @@ pub fn set_status(conn: &Connection, id: &str, s: &Status, now: i64) -> Result<(
     Ok(())
 }
 
+/// Records contact at `now` (never moving last_seen backwards).
 pub fn touch(conn: &Connection, id: &str, now: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE machines SET last_seen_at = ?2 WHERE id = ?1")?
-        .execute(params![id, now])?;
+    conn.prepare_cached(
+        "UPDATE machines SET last_seen_at = max(coalesce(last_seen_at, 0), ?2) WHERE id = ?1",
+    )?
+    .execute(params![id, now])?;
     Ok(())
 }
 
