@@ -75,6 +75,14 @@ async fn machine_script(state: &AppState, mac: &str) -> Result<String> {
         None | Some(MState::Discovered | MState::Failed) => Script::Missing,
     };
     tracing::info!(%mac, script = script.name(), "boot script");
+    if let Some(m) = &machine {
+        // Every PXE boot of a known machine is on its timeline: it shows when a machine
+        // came back to the network, and which way it was sent.
+        state
+            .machines
+            .note(&m.id, "netboot", Actor::Boot, format!("PXE boot: served {}", script.name()))
+            .await?;
+    }
     Ok(scripts::render(script, &vars))
 }
 

@@ -735,6 +735,23 @@ impl Machines {
         .await
     }
 
+    /// Appends an event that changes nothing else (a PXE boot, for instance).
+    pub async fn note(&self, id: &str, kind: &'static str, actor: Actor, message: String) -> Result<()> {
+        let now = self.clock.now_ms();
+        let id = id.to_string();
+        let change = self
+            .db
+            .write(move |tx| -> Result<_> {
+                let m = load(tx, &id)?;
+                let mut log = Log::new(now);
+                log.add(tx, &id, kind, actor, None, message)?;
+                Ok(Change { events: log.events, machine: Some(m) })
+            })
+            .await?;
+        self.publish(change);
+        Ok(())
+    }
+
     /// Queues a one-shot instruction for the machine's agent.
     pub async fn queue(&self, id: &str, action: QueuedAction) -> Result<Machine> {
         let now = self.clock.now_ms();

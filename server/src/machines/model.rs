@@ -169,7 +169,7 @@ pub struct EventView {
     pub machine_id: Option<String>,
     /// `registered`, `reregistered`, `hardware_changed`, `os_assigned`, `install_started`,
     /// `install_succeeded`, `install_failed`, `reimaged`, `cancelled`, `updated`, `deleted`,
-    /// `instruction_queued`, `chainloading`, `identity_mismatch`.
+    /// `instruction_queued`, `chainloading`, `identity_mismatch`, `netboot`.
     pub kind: String,
     /// `agent`, `operator`, `tinkerbell`, `boot` or `system`.
     pub actor: String,
