@@ -26,13 +26,33 @@ pub const PASSWORD: &str = "e2e operator passphrase";
 
 impl Server {
     pub async fn start() -> Server {
+        Self::start_with(|_| {}, |addr| format!("http://{addr}")).await
+    }
+
+    /// A server for QEMU guests: they reach the host's loopback as 10.0.2.2, and boot the
+    /// netboot artefact from `out/netboot` at the top of the workspace.
+    pub async fn start_for_vms() -> Server {
+        let boot_dir = workspace().join("out/netboot");
+        Self::start_with(
+            |c| c.boot_dir = boot_dir,
+            |addr| format!("http://10.0.2.2:{}", addr.port()),
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        edit: impl FnOnce(&mut Config),
+        base_url: impl FnOnce(std::net::SocketAddr) -> String,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::for_tests(&dir.path().join("sqlite.db"));
+        let mut config = Config::for_tests(&dir.path().join("sqlite.db"));
+        edit(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
         let state = dragonfly::build_state(
             &config,
-            url.clone(),
+            base_url(addr),
             std::sync::Arc::new(dragonfly::clock::SystemClock),
         )
         .await
@@ -98,6 +118,11 @@ impl Server {
             .await
             .unwrap()
     }
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// A ChromeDriver process with one headless Chromium session.
