@@ -80,7 +80,12 @@ async fn machine_script(state: &AppState, mac: &str) -> Result<String> {
         // came back to the network, and which way it was sent.
         state
             .machines
-            .note(&m.id, "netboot", Actor::Boot, format!("PXE boot: served {}", script.name()))
+            .note(
+                &m.id,
+                "netboot",
+                Actor::Boot,
+                format!("PXE boot: served {}", script.name()),
+            )
             .await?;
     }
     Ok(scripts::render(script, &vars))

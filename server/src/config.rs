@@ -24,6 +24,9 @@ pub enum Command {
     Serve,
     /// Print the OpenAPI document of the JSON API.
     Openapi,
+    /// Drive Tinkerbell: check access, print RBAC manifests, render objects.
+    #[command(subcommand)]
+    Tinkerbell(crate::tinkerbell::TinkerbellCommand),
     /// Operator accounts and tokens, offline (works on the database directly).
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -107,6 +110,8 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub hookos: HookosArgs,
+    #[command(flatten)]
+    pub tinkerbell: crate::tinkerbell::TinkerbellArgs,
 }
 
 /// Where Tinkerbell's HookOS and its services are. Defaults assume they run on the host in
@@ -195,6 +200,8 @@ pub struct Config {
     pub enrollment_secret: Option<String>,
     /// Certificate and key files for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The Kubernetes connection for the Tinkerbell backend.
+    pub tinkerbell: crate::tinkerbell::TinkerbellArgs,
 }
 
 /// HookOS settings as configured; `None` values are derived from the base URL at start.
@@ -230,6 +237,11 @@ impl Config {
             tftp: None,
             enrollment_secret: None,
             tls: None,
+            // Tests never connect to a cluster.
+            tinkerbell: crate::tinkerbell::TinkerbellArgs {
+                tinkerbell: crate::tinkerbell::Mode::Off,
+                ..Default::default()
+            },
             hookos: Hookos {
                 worker_image: "tinkerbell/tink-worker:latest".into(),
                 console: "ttyS0,115200".into(),
@@ -326,6 +338,7 @@ impl Config {
             hookos,
             enrollment_secret,
             tls,
+            tinkerbell: args.tinkerbell.clone(),
             db: args
                 .db
                 .clone()

@@ -10,8 +10,10 @@ pub mod error;
 pub mod events;
 pub mod machines;
 pub mod metrics;
+pub mod provision;
 pub mod state;
 pub mod store;
+pub mod tinkerbell;
 pub mod ui;
 
 use std::future::Future;
@@ -234,6 +236,22 @@ pub async fn serve(
         None => derive_base_url(bound).replacen("http", scheme, 1),
     };
     let state = build_state(&config, base_url.clone(), Arc::new(SystemClock)).await?;
+    // With a Kubernetes connection, assignments become Tinkerbell workflows and their
+    // progress comes back as machine states; without one Dragonfly runs standalone.
+    let provisioner = match tinkerbell::connect(&config.tinkerbell).await? {
+        Some(t) => {
+            tracing::info!("Tinkerbell backend connected");
+            Some(provision::spawn(
+                t.with_console(&state.settings.hookos.console),
+                state.machines.clone(),
+                state.hub.clone(),
+            ))
+        }
+        None => {
+            tracing::info!("no Kubernetes connection: standalone mode");
+            None
+        }
+    };
     if let Some(password) = state.auth.ensure_admin().await? {
         // Printed once, to the console only: never logged, never written to a file.
         println!(
@@ -312,6 +330,9 @@ pub async fn serve(
                 .await
                 .context("server error")?;
         }
+    }
+    if let Some(h) = provisioner {
+        h.abort();
     }
     tracing::info!("dragonfly stopped");
     Ok(())

@@ -736,7 +736,13 @@ impl Machines {
     }
 
     /// Appends an event that changes nothing else (a PXE boot, for instance).
-    pub async fn note(&self, id: &str, kind: &'static str, actor: Actor, message: String) -> Result<()> {
+    pub async fn note(
+        &self,
+        id: &str,
+        kind: &'static str,
+        actor: Actor,
+        message: String,
+    ) -> Result<()> {
         let now = self.clock.now_ms();
         let id = id.to_string();
         let change = self
@@ -745,7 +751,10 @@ impl Machines {
                 let m = load(tx, &id)?;
                 let mut log = Log::new(now);
                 log.add(tx, &id, kind, actor, None, message)?;
-                Ok(Change { events: log.events, machine: Some(m) })
+                Ok(Change {
+                    events: log.events,
+                    machine: Some(m),
+                })
             })
             .await?;
         self.publish(change);

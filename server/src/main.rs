@@ -14,7 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("dragonfly: {e:#}");
             ExitCode::FAILURE
@@ -22,14 +22,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
+fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Openapi) => {
             println!("{}", dragonfly::api::openapi_json());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Admin(cmd)) => admin(&Config::resolve(&cli.serve)?, cmd),
+        Some(Command::Admin(cmd)) => {
+            admin(&Config::resolve(&cli.serve)?, cmd)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Tinkerbell(cmd)) => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+                )
+                .init();
+            let config = Config::resolve(&cli.serve)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let code = runtime.block_on(dragonfly::provision::run_command(
+                &cmd,
+                &config.tinkerbell,
+                &config,
+                &mut std::io::stdout(),
+            ))?;
+            Ok(ExitCode::from(code))
+        }
         None | Some(Command::Serve) => {
             tracing_subscriber::fmt()
                 .with_ansi(
@@ -51,7 +74,8 @@ fn run() -> anyhow::Result<()> {
                         format!("cannot listen on {} (--host/--port)", config.listen)
                     })?;
                 dragonfly::serve(config, listener, shutdown_signal()).await
-            })
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -115,7 +115,11 @@ async fn the_script_follows_the_machine_state_to_hookos_and_the_local_disk() {
     let t = text(&s, script).await;
     assert!(t.contains("exit 1") && !t.contains("kernel"), "{t}");
     // Each PXE boot of a known machine is on its timeline, with where it was sent.
-    let m = expect_json(s.get(&format!("/api/v1/machines/{id}")).await, StatusCode::OK).await;
+    let m = expect_json(
+        s.get(&format!("/api/v1/machines/{id}")).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(m["events"][0]["kind"], "netboot");
     assert_eq!(m["events"][0]["message"], "PXE boot: served local.ipxe");
 }

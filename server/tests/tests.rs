@@ -24,5 +24,9 @@ mod machines;
 mod openapi;
 // The OS catalogue.
 mod os;
+// Generated valid and hostile input for every JSON body; MAC and TFTP parsing properties.
+mod props;
 // /healthz and /metrics.
 mod system;
+// The Tinkerbell backend: CRD-valid objects, the client against a fake API server, the glue.
+mod tinkerbell;

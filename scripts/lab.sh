@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# The QEMU lab: PXE-boots one or more VMs against Dragonfly and reports how far each got.
+#
+#   scripts/lab.sh                        one BIOS VM against a fresh local server
+#   scripts/lab.sh --count 3 --firmware uefi
+#   scripts/lab.sh --server http://127.0.0.1:3000 --token dfo_...   use a running server
+#
+# Without --server it starts target/x86_64-unknown-linux-musl/release/dragonfly (built first
+# unless --no-build) on 127.0.0.1 with a fresh database in lab/, --base-url
+# http://10.0.2.2:PORT (the host as QEMU's user network shows it) and --boot-dir out/netboot
+# (built by image/build.sh when missing; --boot-dir DIR for another, e.g. one built with
+# `image/build.sh --kernel cloud --out out/netboot-cloud`, which boots ~9 s faster under TCG),
+# and creates an API token to watch the machines.
+#
+# Each VM gets its own MAC (52:54:00:df:00:NN), SMBIOS identity (serial DFLAB-NNNN, board and
+# chassis serials, UUID), a virtio-net NIC whose DHCP boot file is the server's boot.ipxe and
+# a virtio-blk disk with serial DFDISK-NNNN. Serial consoles go to lab/vmN.serial.log, the
+# server's log to lab/server.log. Once a machine registers, the lab assigns it --assign OS
+# (default debian-12; --no-assign stops at registration), so the agent chainloads the
+# installer: BIOS by kexec into ipxe.lkrn, UEFI by rebooting.
+#
+# Milestones, in seconds from each VM's start:
+#   netboot    the server sent the VM's first iPXE its netboot script (server log)
+#   init       the image's /init started (serial log)
+#   registered the machine is in the API
+#   chainload  the agent ran kexec (BIOS) or rebooted (UEFI) (serial log)
+#   hookos     the server served hookos.ipxe: the machine is `installing` (API)
+# Exit status 0 when every VM reached the last milestone (hookos, or registered with
+# --no-assign) within --timeout seconds. QEMU and the server are stopped on exit.
+#
+# Options: --count N, --firmware bios|uefi, --server URL, --token T, --port P, --assign OS,
+#          --no-assign, --timeout S (120), --memory MB (512), --accel tcg|kvm (probed),
+#          --boot-dir DIR, --no-build, --keep (leave the VMs running until Ctrl-C)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+count=1 firmware=bios server="" token=${DRAGONFLY_TOKEN:-} port="" assign=debian-12
+timeout=120 memory=512 accel="" build=1 keep=0 boot_dir=out/netboot
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --count) count=${2:?}; shift ;;
+    --firmware) firmware=${2:?}; shift ;;
+    --server) server=${2:?}; shift ;;
+    --token) token=${2:?}; shift ;;
+    --port) port=${2:?}; shift ;;
+    --assign) assign=${2:?}; shift ;;
+    --no-assign) assign="" ;;
+    --timeout) timeout=${2:?}; shift ;;
+    --memory) memory=${2:?}; shift ;;
+    --accel) accel=${2:?}; shift ;;
+    --boot-dir) boot_dir=${2:?}; shift ;;
+    --no-build) build=0 ;;
+    --keep) keep=1 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { print substr($0, 3); next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$firmware" in bios | uefi) ;; *) echo "error: --firmware bios|uefi" >&2; exit 2 ;; esac
+[[ "$count" =~ ^[1-9][0-9]*$ ]] || { echo "error: --count N (N >= 1)" >&2; exit 2; }
+
+lab=lab
+mkdir -p "$lab"
+say() { printf '%s\n' "$*"; }
+now_ms() { date +%s%3N; }
+
+scripts/deps.sh netboot
+
+# ---- QEMU acceleration: KVM only when a probe VM actually runs ---------------------------
+if [ -z "$accel" ]; then
+  accel=tcg
+  if [ -w /dev/kvm ]; then
+    # A working KVM keeps the firmware running until the timeout kills it (status 124); a
+    # broken one (nested MSR errors...) makes QEMU exit at once.
+    probe=$(bash -c 'timeout 3 qemu-system-x86_64 -accel kvm -cpu host -machine q35 -m 64 \
+      -nodefaults -display none -no-reboot > "$1" 2>&1; echo $?' _ "$lab/kvm-probe.log" 2> /dev/null)
+    [ "$probe" = 124 ] && accel=kvm
+  fi
+fi
+cpu=max
+[ "$accel" = kvm ] && cpu=host
+
+# ---- the server ------------------------------------------------------------------------------
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+server_log=""
+if [ -n "$server" ]; then
+  api=${server%/}
+  # Guests reach the host's loopback through QEMU's user network at 10.0.2.2.
+  guest_base=$(printf '%s' "$api" | sed -E 's#^(http://)(127\.0\.0\.1|localhost)([:/]|$)#\110.0.2.2\3#')
+  [ -n "$token" ] || say "note: no --token: the API cannot be watched; milestones come from the serial logs only"
+else
+  if [ ! -e "$boot_dir/manifest.json" ]; then
+    [ "$boot_dir" = out/netboot ] || { echo "error: $boot_dir has no manifest.json" >&2; exit 1; }
+    image/build.sh
+  fi
+  bin=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/dragonfly
+  if [ "$build" = 1 ]; then
+    say "==> building the server (cargo build --release, a no-op when up to date)"
+    cargo build --release --locked --target x86_64-unknown-linux-musl -p dragonfly > "$lab/build.log" 2>&1 \
+      || { tail -n 20 "$lab/build.log" >&2; exit 1; }
+  fi
+  [ -x "$bin" ] || { echo "error: $bin missing (run scripts/build-release.sh)" >&2; exit 1; }
+  if [ -z "$port" ]; then
+    for p in $(shuf -i 20000-29999 -n 50); do
+      (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null || { port=$p; break; }
+    done
+  fi
+  [ -n "$port" ] || { echo "error: no free TCP port found" >&2; exit 1; }
+  rm -f "$lab"/dragonfly.db*
+  token=$("$bin" --db "$lab/dragonfly.db" admin create-token --name lab 2> "$lab/token.log") \
+    || { cat "$lab/token.log" >&2; exit 1; }
+  api=http://127.0.0.1:$port
+  guest_base=http://10.0.2.2:$port
+  server_log=$lab/server.log
+  "$bin" --host 127.0.0.1 --port "$port" --db "$lab/dragonfly.db" --base-url "$guest_base" \
+    --boot-dir "$boot_dir" > "$server_log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    curl -fsS "$api/healthz" > /dev/null 2>&1 && break
+    kill -0 "${pids[0]}" 2> /dev/null || { tail -n 20 "$server_log" >&2; exit 1; }
+    sleep 0.2
+  done
+  curl -fsS "$api/healthz" > /dev/null || { echo "error: the server did not come up" >&2; exit 1; }
+  say "==> server $api (guests: $guest_base), log $server_log"
+fi
+
+# ---- the VMs ---------------------------------------------------------------------------------
+declare -a mac start reached
+milestones=(netboot init registered chainload hookos)
+[ -n "$assign" ] || milestones=(netboot init registered)
+last=${milestones[-1]}
+say "==> $count VM(s), $firmware firmware, $accel, -m $memory; target milestone: $last"
+
+for i in $(seq 1 "$count"); do
+  m=$(printf '52:54:00:df:%02x:%02x' $((i / 256)) $((i % 256)))
+  mac[i]=$m
+  n=$(printf '%04d' "$i")
+  rm -f "$lab/vm$i".*
+  truncate -s 8G "$lab/vm$i.disk"
+  fw=()
+  if [ "$firmware" = uefi ]; then
+    cp /usr/share/OVMF/OVMF_VARS_4M.fd "$lab/vm$i.vars.fd"
+    fw=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+      -drive "if=pflash,format=raw,unit=1,file=$lab/vm$i.vars.fd")
+  fi
+  start[i]=$(now_ms)
+  qemu-system-x86_64 -name "dragonfly-lab-vm$i" -machine q35 -accel "$accel" -cpu "$cpu" \
+    -smp 1 -m "$memory" "${fw[@]}" \
+    -smbios "type=1,manufacturer=Dragonfly Lab,product=Lab VM,version=1,serial=DFLAB-$n,uuid=d4a90000-1ab0-4000-8000-$(printf '%012x' "$i"),sku=LAB,family=Lab" \
+    -smbios "type=2,manufacturer=Dragonfly Lab,product=Lab Board,serial=DFBOARD-$n" \
+    -smbios "type=3,manufacturer=Dragonfly Lab,serial=DFCHASSIS-$n,asset=lab-vm$i" \
+    -netdev "user,id=n0,bootfile=$guest_base/boot/boot.ipxe" \
+    -device "virtio-net-pci,netdev=n0,mac=$m,bootindex=1" \
+    -drive "if=none,id=d0,format=raw,file=$lab/vm$i.disk" \
+    -device "virtio-blk-pci,drive=d0,serial=DFDISK-$n,bootindex=2" \
+    -display none -monitor none -serial "file:$lab/vm$i.serial.log" \
+    > "$lab/vm$i.qemu.log" 2>&1 &
+  pids+=($!)
+  say "    vm$i  mac $m  serial DFLAB-$n  disk DFDISK-$n  console $lab/vm$i.serial.log"
+done
+
+# ---- watching --------------------------------------------------------------------------------
+api_get() { curl -fsS -H "Authorization: Bearer $token" "$api$1" 2> /dev/null; }
+json_field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d'"' -f4; }
+
+# Sets `seen` to the milestones VM $1 has reached now (space separated); assigns the OS once
+# the machine is discovered.
+declare -a assigned
+observe() {
+  local i=$1 m=${mac[$1]} log=$lab/vm$1.serial.log item state id
+  seen=""
+  if [ -n "$server_log" ]; then
+    grep -q "boot script.*$m.*netboot" "$server_log" && seen+=" netboot"
+  elif grep -qa "Dragonfly: booting the inventory image" "$log" 2>/dev/null; then
+    seen+=" netboot"
+  fi
+  grep -qa "dragonfly: init started" "$log" 2> /dev/null && seen+=" init"
+  if [ -n "$token" ] && item=$(api_get "/api/v1/machines?q=$m") && [ -n "$(json_field id <<< "$item")" ]; then
+    seen+=" registered"
+    state=$(json_field state <<< "$item")
+    id=$(json_field id <<< "$item")
+    if [ -n "$assign" ] && [ "$state" = discovered ] && [ -z "${assigned[$i]:-}" ]; then
+      assigned[i]=1
+      curl -fsS -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+        -d "{\"os\":\"$assign\",\"target_disk\":{\"serial\":\"DFDISK-$(printf '%04d' "$i")\"}}" \
+        "$api/api/v1/machines/$id/assign" > "$lab/vm$i.assign.json" 2>&1 \
+        || say "    vm$i: assigning $assign failed: $(cat "$lab/vm$i.assign.json")"
+    fi
+    case "$state" in installing | installed) seen+=" hookos" ;; esac
+  elif [ -z "$token" ] && grep -qa "registered" "$log" 2>/dev/null; then
+    seen+=" registered"
+  fi
+  grep -qaE "running: kexec -e|running: reboot" "$log" 2> /dev/null && seen+=" chainload"
+  return 0
+}
+
+deadline=$(($(now_ms) + timeout * 1000))
+while :; do
+  done_count=0
+  for i in $(seq 1 "$count"); do
+    observe "$i"
+    for ms in $seen; do
+      if [ -z "${reached[$i]:-}" ] || [[ " ${reached[$i]} " != *" $ms="* ]]; then
+        t=$(( $(now_ms) - start[i] ))
+        reached[i]="${reached[$i]:-} $ms=$((t / 1000)).$(printf '%01d' $(((t % 1000) / 100)))"
+        say "    vm$i  $ms at ${reached[$i]##*=} s"
+      fi
+    done
+    [[ " ${reached[$i]:-} " == *" $last="* ]] && done_count=$((done_count + 1))
+  done
+  [ "$done_count" -eq "$count" ] && break
+  [ "$(now_ms)" -ge "$deadline" ] && break
+  sleep 0.5
+done
+
+# ---- summary ---------------------------------------------------------------------------------
+say "==> summary (seconds from VM start; - = not reached)"
+printf '    %-5s %-17s' vm mac
+printf ' %10s' "${milestones[@]}"
+printf '\n'
+failed=0
+for i in $(seq 1 "$count"); do
+  printf '    %-5s %-17s' "vm$i" "${mac[$i]}"
+  for ms in "${milestones[@]}"; do
+    v=-
+    [[ " ${reached[$i]:-} " == *" $ms="* ]] && v=${reached[$i]#*" $ms="} && v=${v%% *}
+    printf ' %10s' "$v"
+  done
+  printf '\n'
+  [[ " ${reached[$i]:-} " == *" $last="* ]] || failed=$((failed + 1))
+done
+if [ "$keep" = 1 ]; then
+  say "==> VMs left running (--keep); Ctrl-C stops them and the server"
+  while :; do sleep 3600; done
+fi
+[ "$failed" -eq 0 ] || { say "==> $failed VM(s) did not reach $last within $timeout s"; exit 1; }
