@@ -21,7 +21,6 @@ cargo build --release --locked --target "$target" -p dragonfly
 cp "target/$target/release/dragonfly" "$out/dragonfly-mimalloc"
 cargo build --release --locked --target "$target" -p dragonfly --no-default-features
 cp "target/$target/release/dragonfly" "$out/dragonfly-muslmalloc"
-cargo build --release --locked --target "$target" -p dragonfly   # leave the default in place
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -56,21 +55,22 @@ done
 
 echo "==> list page from 10,000 machines" >&2
 dir=$(mktemp -d)
+token=$("$out/dragonfly-mimalloc" admin create-token --db "$dir/sqlite.db" --name bench 2>/dev/null)
 start "$out/dragonfly-mimalloc" "$dir"
-python3 scripts/bench/seed.py "$url" 10000 "$dir/tokens" --decorate
+TOKEN=$token python3 scripts/bench/seed.py "$url" 10000 "$dir/tokens" --decorate
 list_url="$url/api/v1/machines?state=discovered&tag=rack-a&q=node-0&sort=hostname&order=desc&per_page=50&page=2"
 first_url="$url/api/v1/machines?per_page=50"
-total=$(curl -sf "$url/api/v1/machines?per_page=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+total=$(curl -sf -H "Authorization: Bearer $token" "$url/api/v1/machines?per_page=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
 hz=$(wrk -t1 -c1 -d"${secs}s" --latency "$url/healthz")
-lf=$(wrk -t1 -c1 -d"${secs}s" --latency "$list_url")
-lp=$(wrk -t1 -c1 -d"${secs}s" --latency "$first_url")
+lf=$(wrk -t1 -c1 -d"${secs}s" --latency -H "Authorization: Bearer $token" "$list_url")
+lp=$(wrk -t1 -c1 -d"${secs}s" --latency -H "Authorization: Bearer $token" "$first_url")
 stop
 rm -rf "$dir"
 
 echo "==> idle RSS" >&2
 dir=$(mktemp -d)
 start "$out/dragonfly-mimalloc" "$dir"
-for _ in 1 2 3 4 5; do curl -sf "$url/api/v1/machines" >/dev/null; done
+for _ in 1 2 3 4 5; do curl -sf "$url/healthz" >/dev/null; done
 sleep 5
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 stop
@@ -99,6 +99,6 @@ list ($total machines, 1 connection):
 | filtered page: state+tag+search+sort, page 2 of 50 | $(echo "$lf" | p50) | $(echo "$lf" | p99) |
 | first page of 50, no filter | $(echo "$lp" | p50) | $(echo "$lp" | p99) |
 
-binary: $(stat -c %s "target/$target/release/dragonfly") bytes (static, stripped)
+binary: $(stat -c %s "$out/dragonfly-mimalloc") bytes (static, stripped; musl malloc build: $(stat -c %s "$out/dragonfly-muslmalloc"))
 idle RSS: $rss_kb KiB
 REPORT

@@ -3,12 +3,14 @@
 
     seed.py URL COUNT TOKENS_FILE [--decorate]
 
-Writes one agent token per line to TOKENS_FILE. With --decorate, every machine gets a
+Writes one agent token per line to TOKENS_FILE. Operator calls (--decorate) send the API token
+in the TOKEN environment variable. With --decorate, every machine gets a
 hostname, every 10th the tag `rack-a`, and every 5th is assigned ubuntu-24.04, so list
 filters have realistic selectivity.
 """
 import http.client
 import json
+import os
 import sys
 import threading
 import urllib.parse
@@ -37,8 +39,13 @@ def report(n):
     }
 
 
+HEADERS = {"Content-Type": "application/json"}
+if os.environ.get("TOKEN"):
+    HEADERS["Authorization"] = "Bearer " + os.environ["TOKEN"]
+
+
 def call(conn, method, path, body):
-    conn.request(method, path, json.dumps(body), {"Content-Type": "application/json"})
+    conn.request(method, path, json.dumps(body), HEADERS)
     resp = conn.getresponse()
     data = resp.read()
     if resp.status >= 300:
