@@ -9,10 +9,13 @@ cd "$(dirname "$0")/.."
 runs="${1:-50}"
 scripts/deps.sh bench
 target=x86_64-unknown-linux-musl
-cargo build --release --locked --target "$target" -p dragonfly -p dragonfly-agent >&2
+# SERVER=path reuses a server binary already built (the one scripts/bench-api.sh leaves).
+if [ -z "${SERVER:-}" ]; then
+  cargo build --release --locked --target "$target" -p dragonfly >&2
+fi
 cargo build --release --locked --target "$target" -p dragonfly-agent >&2   # the agent alone: its own feature set
 agent="target/$target/release/dragonfly-agent"
-server="target/$target/release/dragonfly"
+server="${SERVER:-target/$target/release/dragonfly}"
 size=$(stat -c %s "$agent")
 
 dir=$(mktemp -d)

@@ -132,10 +132,66 @@ pub fn router() -> ApiRoutes {
         .split_for_parts();
     let mut doc = public_doc;
     doc.merge(protected_doc);
+    document_shared_errors(&mut doc);
     ApiRoutes {
         public,
         protected,
         doc,
+    }
+}
+
+/// Adds the answers every operation can give whatever its handler does: a JSON body can be
+/// malformed (400), too large (413), not JSON (415) or of the wrong shape (422), all answered
+/// by `ApiJson` before the handler runs; a protected route refuses missing credentials (401)
+/// and credentials that do not allow the request (403). Done once here so that no handler's
+/// annotation can forget them.
+fn document_shared_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let public = PUBLIC_PATHS.contains(&path.as_str());
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            let mut add = Vec::new();
+            if op.request_body.is_some() {
+                add.extend([
+                    ("400", "Malformed JSON"),
+                    ("413", "Body too large"),
+                    ("415", "Not JSON"),
+                    ("422", "Invalid value"),
+                ]);
+            }
+            if !public {
+                add.extend([
+                    ("401", "No credentials, or unknown ones"),
+                    ("403", "Credentials that do not allow this request"),
+                ]);
+            }
+            for (code, description) in add {
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| error(description));
+            }
+        }
     }
 }
 

@@ -274,9 +274,17 @@ where
     prop::option::of(s).boxed()
 }
 
-/// Sizes and counters: mostly plausible, sometimes anything a u64 can hold.
+/// Sizes and counters: mostly plausible, sometimes near or past what SQLite can store
+/// (i64::MAX), or anything a u64 can hold.
 fn big() -> BoxedStrategy<u64> {
-    prop_oneof![4 => 0u64..(1 << 45), 1 => any::<u64>()].boxed()
+    const EDGE: u64 = i64::MAX as u64;
+    prop_oneof![
+        6 => 0u64..(1 << 45),
+        1 => (1u64 << 61)..(1 << 63),
+        1 => (EDGE - 2)..=(EDGE + 2),
+        1 => any::<u64>(),
+    ]
+    .boxed()
 }
 
 /// SMBIOS-ish values from a small pool (to make identities collide), junk, or text.
@@ -656,14 +664,12 @@ async fn check_registration(s: &TestServer, body: Value) -> Outcome {
     ] {
         prop_assert_eq!(&m[field], &want, "{} of machine {}", field, id);
     }
-    if let Some(total) = r
+    // The server stores sizes as SQLite integers: a total past i64::MAX is clamped.
+    let total = r
         .disks
         .iter()
-        .try_fold(0u64, |t, d| t.checked_add(d.size_bytes))
-    {
-        // The server stores sizes as SQLite integers: a total past i64::MAX is clamped.
-        prop_assert_eq!(&m["disk_bytes"], &json!(total.min(i64::MAX as u64)));
-    }
+        .fold(0u64, |t, d| t.saturating_add(d.size_bytes));
+    prop_assert_eq!(&m["disk_bytes"], &json!(total.min(i64::MAX as u64)));
     let macs = |v: &Value| -> BTreeSet<String> {
         v.as_array()
             .into_iter()

@@ -149,8 +149,6 @@ impl Browser {
                 );
             }
         }
-        // fantoccini talks to ChromeDriver through a rustls-capable client; pick ring.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let port = free_port();
         let driver = tokio::process::Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
@@ -175,7 +173,8 @@ impl Browser {
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = loop {
-            match fantoccini::ClientBuilder::rustls()?
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match fantoccini::ClientBuilder::new(connector)
                 .capabilities(caps.clone())
                 .connect(&url)
                 .await

@@ -53,7 +53,7 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>> {
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(
     get, path = "/metrics", tag = "system",
-    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String))
+    responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse> {
     let (by_state, offline) = state.machines.counts().await?;

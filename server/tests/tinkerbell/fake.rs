@@ -164,6 +164,10 @@ impl Shared {
 
 impl FakeApi {
     pub async fn start() -> Arc<FakeApi> {
+        // kube builds a rustls client config even for plain HTTP; with more than one crypto
+        // provider compiled in (feature unification across the workspace) rustls will not
+        // pick one itself, so say which, as `tinkerbell::connect` does in the server.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let schemas = BTreeMap::from([

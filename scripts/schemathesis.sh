@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Generated requests for every operation of the OpenAPI document, against the real server on
+# 127.0.0.1 with a throwaway database. Checks that no request gets a 5xx and that every
+# response matches the document: status code, content type, body schema. Exits non-zero on
+# any failure and prints the counts.
+#
+#   scripts/schemathesis.sh [EXAMPLES_PER_OPERATION]     default 60 (over 1,000 cases)
+#
+# Bounded: EXAMPLES_PER_OPERATION generated cases per operation, and a wall-clock limit of
+# SCHEMATHESIS_TIMEOUT seconds (default 300) for the whole run. Uses the debug binary that
+# `cargo test` builds (target/debug/dragonfly), building it only when it is missing.
+# schemathesis is pip-installed into a virtualenv under target/, once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+examples="${1:-60}"
+timeout_secs="${SCHEMATHESIS_TIMEOUT:-300}"
+version="4.32.5"
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+venv="$target/schemathesis-venv"
+bin="$target/debug/dragonfly"
+
+if ! "$venv/bin/st" --version 2>/dev/null | grep -qF "$version"; then
+  echo "==> installing schemathesis $version into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
+fi
+if [ ! -x "$bin" ]; then
+  echo "==> building $bin"
+  cargo build --locked -p dragonfly
+fi
+
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+db="$work/dragonfly.db"
+token="$("$bin" admin create-token --name schemathesis --db "$db" 2>/dev/null)"
+"$bin" --host 127.0.0.1 --port 0 --db "$db" --boot-dir "$work/boot" >"$work/server.log" 2>&1 &
+server_pid=$!
+
+# The port is the kernel's choice: read it from the server's ready line, then poll /healthz.
+url=""
+for _ in $(seq 300); do
+  port="$(sed 's/\x1b\[[0-9;]*m//g' "$work/server.log" | grep -o 'listen=127\.0\.0\.1:[0-9]*' | head -1 | cut -d: -f2 || true)"
+  if [ -n "$port" ] && curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+    url="http://127.0.0.1:$port"
+    break
+  fi
+  kill -0 "$server_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [ -z "$url" ]; then
+  echo "the server did not start:" >&2
+  cat "$work/server.log" >&2
+  exit 1
+fi
+echo "==> server on $url"
+
+# Machines from the agent's fixtures, so that operations on /machines/{id} meet real ones.
+machine=""
+agent_token=""
+for fixture in agent/fixtures/*.json; do
+  answer="$(printf '{"agent_version":"schemathesis","protocol":1,"report":%s}' "$(cat "$fixture")" |
+    curl -fsS -H 'content-type: application/json' --data-binary @- "$url/api/v1/agent/register")"
+  machine="$(printf '%s' "$answer" | sed 's/.*"machine_id":"\([^"]*\)".*/\1/')"
+  agent_token="$(printf '%s' "$answer" | sed 's/.*"token":"\([^"]*\)".*/\1/')"
+done
+curl -fsS -H "Authorization: Bearer $token" -o "$work/openapi.json" "$url/api/openapi.json"
+# schemathesis feeds ids seen in responses to other operations, DELETE included: give the
+# deleting operations a machine, a token and an OS entry of their own, or it revokes its own
+# token.
+victim_machine="$(printf '{"agent_version":"schemathesis","report":{"boot_mac":"52:54:00:5c:ff:01"}}' |
+  curl -fsS -H 'content-type: application/json' --data-binary @- "$url/api/v1/agent/register" |
+  sed 's/.*"machine_id":"\([^"]*\)".*/\1/')"
+victim_token="$(curl -fsS -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+  -d '{"name":"to be revoked","scope":"read"}' "$url/api/v1/tokens" |
+  sed 's/.*"id":"\([^"]*\)".*/\1/')"
+curl -fsS -o /dev/null -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+  -d '{"slug":"to-be-deleted","name":"Victim","family":"debian","version":"1","image_url":"http://mirror.invalid/x.img"}' \
+  "$url/api/v1/os"
+
+# Operator requests carry the API token, heartbeats the last machine's agent token (without
+# the long poll, which holds a request up to 60 s by design). Requests for one machine or OS
+# entry name a real one. Registrations mostly use real MAC spellings, so that most of them
+# get past validation (the schema cannot say what a MAC looks like).
+cat >"$work/schemathesis.toml" <<TOML
+headers = { Authorization = "Bearer $token" }
+continue-on-failure = true
+request-timeout = 10
+
+[dictionaries.macs]
+values = ["52:54:00:5c:10:01", "52-54-00-5C-10-02", "5254.005c.1003", "5254005c1004",
+  "01-52-54-00-5c-10-05", "52:54:00:5c:00:01", "00:00:00:00:00:00", "01:00:5e:00:00:01"]
+
+[[operations]]
+include-path = "/api/v1/agent/register"
+parameters = { "body.report.boot_mac" = { dictionary = "macs", probability = 0.8 }, "body.report.nics[*].mac" = { dictionary = "macs", probability = 0.8 } }
+
+[[operations]]
+include-path = "/api/v1/agent/heartbeat"
+headers = { Authorization = "Bearer $agent_token" }
+parameters = { "query.wait" = 0 }
+
+[[operations]]
+include-path-regex = '^/api/v1/machines/\{id\}'
+exclude-method = "DELETE"
+parameters = { "path.id" = "$machine" }
+
+[[operations]]
+include-path = "/api/v1/machines/{id}"
+include-method = "DELETE"
+parameters = { "path.id" = "$victim_machine" }
+
+[[operations]]
+include-path = "/api/v1/tokens/{id}"
+parameters = { "path.id" = "$victim_token" }
+
+[[operations]]
+include-path = "/api/v1/os/{slug}"
+exclude-method = "DELETE"
+parameters = { "path.slug" = "debian-12" }
+
+[[operations]]
+include-path = "/api/v1/os/{slug}"
+include-method = "DELETE"
+parameters = { "path.slug" = "to-be-deleted" }
+TOML
+
+# GET /api/v1/events is the live event stream: it never ends, so it is left out.
+set +e
+(
+  cd "$work" &&
+    NO_PROXY=127.0.0.1 no_proxy=127.0.0.1 timeout --signal=INT --kill-after=30 "$timeout_secs" \
+      "$venv/bin/st" --config-file "$work/schemathesis.toml" run "$work/openapi.json" \
+      --url "$url" \
+      --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
+      --phases examples,coverage,fuzzing \
+      --max-examples "$examples" \
+      --exclude-path /api/v1/events \
+      --workers 2 \
+      --seed "${SCHEMATHESIS_SEED:-$RANDOM}" \
+      --generation-database none \
+      --no-color
+) 2>&1 | tee "$work/st.log"
+status="${PIPESTATUS[0]}"
+set -e
+
+# The counts: cases from the summary; 5xx from the server's own log; schema violations are
+# the failures of codes ST108-ST111 (body not matching, or not parsing as, the document).
+cases="$(grep -oE '[0-9]+ generated' "$work/st.log" | tail -1 | cut -d' ' -f1 || true)"
+server_errors="$(grep -c 'response failed classification=Status code: 5' "$work/server.log" || true)"
+violations="$(sed -n 's/.*ST1\(08\|09\|10\|11\) .*: \([0-9][0-9]*\)$/\2/p' "$work/st.log" |
+  awk '{ n += $1 } END { print n + 0 }')"
+echo
+echo "==> schemathesis: ${cases:-0} test cases; ${server_errors:-0} answers were 5xx;" \
+  "$violations schema violations; exit status $status"
+sed -n '/^Failures:/,/^$/p' "$work/st.log"
+if [ "${server_errors:-0}" -gt 0 ]; then
+  echo "server errors (count, message):"
+  grep -E ' ERROR dragonfly|panicked at' "$work/server.log" | sed 's/^[0-9TZ:.-]* *//' |
+    sort | uniq -c | sort -rn | head -20
+fi
+if [ "${cases:-0}" -lt 1 ]; then
+  echo "schemathesis ran no test case" >&2
+  exit 1
+fi
+exit "$status"
