@@ -11,8 +11,11 @@ cd "$(dirname "$0")/.."
 secs="${1:-10}"
 scripts/deps.sh bench
 target=x86_64-unknown-linux-musl
-cargo build --release --locked --target "$target" -p dragonfly >&2
-bin="target/$target/release/dragonfly"
+# SERVER=path reuses a server binary already built (the one scripts/bench-api.sh leaves).
+if [ -z "${SERVER:-}" ]; then
+  cargo build --release --locked --target "$target" -p dragonfly >&2
+fi
+bin="${SERVER:-target/$target/release/dragonfly}"
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 token=$("$bin" admin create-token --db "$dir/sqlite.db" --name bench 2>/dev/null)

@@ -11,6 +11,8 @@ use crate::util::{TempDir, crate_dir};
 /// The real server (library `serve`, the same code as the binary) on `addr`, in a thread.
 struct Server {
     url: String,
+    /// An admin API token (the machine list is an operator route).
+    token: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: TempDir,
@@ -25,6 +27,15 @@ impl Server {
             .enable_all()
             .build()
             .unwrap();
+        let token = rt.block_on(async {
+            let db = dragonfly::store::Db::open(&config.db).unwrap();
+            let auth =
+                dragonfly::auth::Auth::new(db, std::sync::Arc::new(dragonfly::clock::SystemClock));
+            auth.create_token("agent-tests", dragonfly::auth::Scope::Read, "tests")
+                .await
+                .unwrap()
+                .1
+        });
         let listener = rt.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -36,6 +47,7 @@ impl Server {
         });
         Server {
             url,
+            token,
             stop: Some(tx),
             thread: Some(thread),
             _dir: dir,
@@ -44,13 +56,17 @@ impl Server {
 
     fn machines(&self) -> serde_json::Value {
         let mut resp = ureq::get(format!("{}/api/v1/machines", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
             .call()
             .unwrap();
         serde_json::from_slice(&resp.body_mut().read_to_vec().unwrap()).unwrap()
     }
 
     fn get(&self, path: &str) -> serde_json::Value {
-        let mut resp = ureq::get(format!("{}{path}", self.url)).call().unwrap();
+        let mut resp = ureq::get(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .unwrap();
         serde_json::from_slice(&resp.body_mut().read_to_vec().unwrap()).unwrap()
     }
 }
