@@ -18,4 +18,4 @@ for bin in dragonfly dragonfly-agent; do
 done
 # Smoke test: the static server answers --version and prints its OpenAPI document.
 "target/$target/release/dragonfly" --version
-"target/$target/release/dragonfly" openapi | head -c 0
+"target/$target/release/dragonfly" openapi | grep -q "\"openapi\""
