@@ -323,14 +323,18 @@ impl Machines {
         let hash = token_hash(&token);
         let now = self.clock.now_ms();
         let this = self.clone();
+        // Everything that needs only the report is worked out here, on the request's task:
+        // the single writer thread does only the database work.
+        let ident = identity::identity(&req.report, &req.agent_version);
+        let report_json =
+            serde_json::to_string(&req.report).map_err(|e| Error::Internal(e.to_string()))?;
+        let digest = identity::digest(&req.report);
+        let nic_rows = identity::nic_rows(&req.report);
+        let disk_rows = identity::disk_rows(&req.report);
         let (resp, change) = self
             .db
             .write(move |tx| -> Result<_> {
                 let report = &req.report;
-                let ident = identity::identity(report, &req.agent_version);
-                let report_json =
-                    serde_json::to_string(report).map_err(|e| Error::Internal(e.to_string()))?;
-                let digest = identity::digest(report);
                 let mut log = Log::new(now);
                 let id = match identity::find_existing(tx, &ident, report)? {
                     Some((existing, matched)) => {
@@ -389,8 +393,8 @@ impl Machines {
                         id
                     }
                 };
-                store::replace_nics(tx, &id, &identity::nic_rows(report))?;
-                store::replace_disks(tx, &id, &identity::disk_rows(report))?;
+                store::replace_nics(tx, &id, &nic_rows)?;
+                store::replace_disks(tx, &id, &disk_rows)?;
                 let m = load(tx, &id)?;
                 let instruction = this.instruction_for(tx, &m)?;
                 let resp = RegisterResponse {

@@ -12,7 +12,7 @@ pub mod machines;
 pub mod os;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -57,18 +57,22 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("store/migrations/001_initial.sql")),
         M::up(include_str!("store/migrations/002_builtin_os.sql")),
         M::up(include_str!("store/migrations/003_auth.sql")),
+        M::up(include_str!("store/migrations/004_search.sql")),
     ])
 }
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    writer: Arc<Mutex<Connection>>,
+    writer: Writer,
     readers: r2d2::Pool<SqliteConnectionManager>,
     path: Arc<PathBuf>,
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many queued writes the writer thread folds into one transaction at most.
+const MAX_BATCH: usize = 128;
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -83,7 +87,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// Opens (creating if needed) the database at `path`, applies pending migrations and
+    /// starts the writer thread.
     pub fn open(path: &Path) -> Result<Db, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
@@ -105,12 +110,14 @@ impl Db {
                 c.busy_timeout(BUSY_TIMEOUT)?;
                 c.execute_batch("PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;")
             });
+        // Reads run on tokio's blocking threads; a handful of connections keeps the idle
+        // footprint small (each has its own page cache) and is plenty for two cores.
         let readers = r2d2::Pool::builder()
-            .max_size(8)
+            .max_size(4)
             .min_idle(Some(1))
             .build(manager)?;
         Ok(Db {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Writer::start(writer)?,
             readers,
             path: Arc::new(path.to_path_buf()),
         })
@@ -136,29 +143,127 @@ impl Db {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
-    /// Runs `f` inside one IMMEDIATE transaction on the writer connection; commits when `f`
-    /// returns `Ok`, rolls back otherwise.
+    /// Runs `f` on the writer connection, atomically: its changes are committed when it
+    /// returns `Ok` and discarded when it returns `Err`. The result arrives once the change
+    /// is committed.
+    ///
+    /// Writes queued at the same moment share one transaction (group commit): each runs in
+    /// its own savepoint, so a failing write rolls back alone, and the batch pays for one
+    /// commit instead of one each. Under load this is what lets registrations outrun a
+    /// transaction per request.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            // A poisoned lock only means another write panicked mid-way; SQLite rolled that
-            // transaction back, so the connection is still sound.
-            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(StoreError::from)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(StoreError::from)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        let (done, result) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |conn| {
+            let out = f(conn);
+            let ok = out.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                let out = match committed {
+                    Ok(()) => out,
+                    // A rolled-back batch loses this write too; say so rather than Ok.
+                    Err(e) => out.and(Err(E::from(e))),
+                };
+                // The caller may have gone away (request cancelled); nothing to tell then.
+                let _ = done.send(out);
+            });
+            (ok, finish)
+        });
+        self.writer.submit(job)?;
+        result
+            .await
+            .map_err(|_| E::from(StoreError::Task("the write did not complete".into())))?
     }
+}
+
+/// Runs one write inside the batch's transaction; says whether it succeeded and returns what
+/// to do once the batch's commit is known.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+/// Delivers a write's result after the commit (or with the commit's error).
+type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// The single writer connection, owned by a dedicated thread fed by a channel.
+#[derive(Clone)]
+struct Writer {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Writer {
+    fn start(conn: Connection) -> Result<Writer, StoreError> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, queue))
+            .map_err(|e| StoreError::Task(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer { jobs })
+    }
+
+    fn submit(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Task("the writer thread stopped".into()))
+    }
+}
+
+/// Waits for a write, takes whatever else is already queued (up to [`MAX_BATCH`]), runs them
+/// in one IMMEDIATE transaction with a savepoint each, commits, then answers every caller.
+/// Ends when every [`Db`] handle is gone.
+fn writer_loop(mut conn: Connection, queue: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut finishers = Vec::with_capacity(batch.len());
+        let committed = run_batch(&mut conn, batch, &mut finishers);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, writes = finishers.len(), "write batch failed");
+        }
+        for finish in finishers {
+            finish(match &committed {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Task(format!("commit failed: {e}"))),
+            });
+        }
+    }
+}
+
+fn run_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    finishers: &mut Vec<Finish>,
+) -> Result<(), StoreError> {
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for job in batch {
+        // On an error here the writes not yet run are dropped with the batch, and their
+        // callers hear that the write did not complete.
+        let sp = tx.savepoint()?;
+        // A panicking write must not take the writer thread (and every later write) down.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&sp)));
+        match ran {
+            Ok((true, finish)) => {
+                sp.commit()?;
+                finishers.push(finish);
+            }
+            Ok((false, finish)) => {
+                // Dropping the savepoint rolls back this write only.
+                drop(sp);
+                finishers.push(finish);
+            }
+            Err(_) => {
+                drop(sp);
+                tracing::error!("a database write panicked; it was rolled back");
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -175,8 +280,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         drop(Db::open(&path).unwrap());
-        let db = Db::open(&path).unwrap();
-        let conn = db.writer.lock().unwrap();
+        let _db = Db::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
         let n: i64 = conn
             .query_row(
                 "SELECT count(*) FROM os_images WHERE builtin = 1",
@@ -194,8 +299,9 @@ mod tests {
     #[test]
     fn the_event_log_refuses_updates_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.db")).unwrap();
-        let conn = db.writer.lock().unwrap();
+        let path = dir.path().join("t.db");
+        let _db = Db::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
         conn.execute(
             "INSERT INTO events (at, kind, actor) VALUES (1, 'test', 'me')",
             [],
@@ -203,5 +309,80 @@ mod tests {
         .unwrap();
         assert!(conn.execute("UPDATE events SET actor = 'you'", []).is_err());
         assert!(conn.execute("DELETE FROM events", []).is_err());
+    }
+
+    fn count_events(db: &Db) -> i64 {
+        let conn = Connection::open(db.path()).unwrap();
+        conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    async fn insert_event(db: &Db, n: i64, fail: bool) -> Result<i64, StoreError> {
+        db.write(move |conn| {
+            conn.execute(
+                "INSERT INTO events (at, kind, actor) VALUES (?1, 'test', 'me')",
+                [n],
+            )?;
+            if fail {
+                // Fails after its insert: the insert must be rolled back with it.
+                conn.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn batched_writes_commit_or_roll_back_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        // 400 writes queued at once, so the writer folds many into each transaction; every
+        // third one fails after inserting.
+        let writes = (0..400).map(|n| {
+            let db = db.clone();
+            tokio::spawn(async move { insert_event(&db, n, n % 3 == 0).await })
+        });
+        let results = futures_util::future::join_all(writes).await;
+        let mut ok = 0;
+        for (n, r) in results.into_iter().enumerate() {
+            match r.unwrap() {
+                Ok(v) => {
+                    assert_eq!(v, n as i64);
+                    assert_ne!(n % 3, 0, "write {n} should have failed");
+                    ok += 1;
+                }
+                Err(e) => {
+                    assert_eq!(n % 3, 0, "write {n} failed: {e}");
+                    assert!(e.to_string().contains("no_such_table"), "{e}");
+                }
+            }
+        }
+        assert_eq!(ok, 266);
+        assert_eq!(count_events(&db), 266);
+        let conn = Connection::open(db.path()).unwrap();
+        let failed_kept: i64 = conn
+            .query_row("SELECT count(*) FROM events WHERE at % 3 = 0", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(failed_kept, 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        let panicked = db
+            .write(|conn| -> Result<(), StoreError> {
+                conn.execute(
+                    "INSERT INTO events (at, kind, actor) VALUES (1, 'test', 'me')",
+                    [],
+                )?;
+                panic!("boom");
+            })
+            .await;
+        assert!(panicked.is_err());
+        assert_eq!(insert_event(&db, 2, false).await.unwrap(), 2);
+        assert_eq!(count_events(&db), 1);
     }
 }
