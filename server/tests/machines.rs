@@ -103,6 +103,83 @@ async fn list_filters_searches_sorts_and_pages() {
     assert_eq!(by_host["items"][0]["hostname"], "web-0");
 }
 
+/// Total of `GET /api/v1/machines?q=...`.
+async fn found(s: &TestServer, q: &str) -> u64 {
+    let url = format!("/api/v1/machines?q={}", urlencode(q));
+    expect_json(s.get(&url).await, StatusCode::OK).await["total"]
+        .as_u64()
+        .unwrap()
+}
+
+fn urlencode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn search_follows_every_change_to_the_searched_facts() {
+    let s = TestServer::start().await;
+    let mut r = report(7);
+    r["nics"].as_array_mut().unwrap().push(json!({
+        "name": "eth1", "mac": "0e:aa:bb:cc:dd:ee", "driver": "e1000e", "link_up": false
+    }));
+    let id = s.register(r.clone()).await["machine_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.register(report(8)).await;
+    // Every searched fact, in any case.
+    for q in [
+        "52:54:00:00:00:07",
+        "0E:AA:BB",
+        "sn-00007",
+        "qemu",
+        "Q35 + ICH9",
+    ] {
+        assert!(found(&s, q).await >= 1, "{q}");
+    }
+    assert_eq!(found(&s, "0e:aa:bb").await, 1);
+    assert_eq!(found(&s, "SN-00007").await, 1);
+
+    // A re-registration with a new serial and without the second NIC.
+    r["smbios"]["system"]["serial"] = json!("NEW-SERIAL-9");
+    r["nics"].as_array_mut().unwrap().pop();
+    s.register(r).await;
+    assert_eq!(found(&s, "SN-00007").await, 0);
+    assert_eq!(found(&s, "new-serial-9").await, 1);
+    assert_eq!(found(&s, "0e:aa:bb").await, 0);
+
+    // A hostname set, then changed.
+    s.patch(
+        &format!("/api/v1/machines/{id}"),
+        json!({"hostname": "db-7"}),
+    )
+    .await;
+    assert_eq!(found(&s, "db-7").await, 1);
+    s.patch(
+        &format!("/api/v1/machines/{id}"),
+        json!({"hostname": "cache-7"}),
+    )
+    .await;
+    assert_eq!(found(&s, "db-7").await, 0);
+    assert_eq!(found(&s, "CACHE").await, 1);
+
+    // A match never spans two fields (hostname "cache-7", then the boot MAC).
+    assert_eq!(found(&s, "cache-752:54").await, 0);
+    let resp = s.get("/api/v1/machines?q=cache%1F52").await;
+    expect_error(
+        resp,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_value",
+        Some("q"),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn offline_is_derived_from_the_last_heartbeat() {
     let s = TestServer::start_with_manual_clock().await;

@@ -77,6 +77,9 @@ impl ListParams {
             if search.len() > 128 {
                 return Err(Error::invalid("q", "longer than 128 characters"));
             }
+            if search.chars().any(char::is_control) {
+                return Err(Error::invalid("q", "contains control characters"));
+            }
             q.search = Some(search);
         }
         q.sort = match self.sort.as_deref() {

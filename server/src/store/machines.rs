@@ -268,7 +268,7 @@ pub fn set_details(
         "UPDATE machines SET hostname = ?2, notes = ?3, updated_at = ?4 WHERE id = ?1",
     )?
     .execute(params![id, hostname, notes, now])?;
-    Ok(())
+    refresh_search(conn, id)
 }
 
 pub fn set_tags(conn: &Connection, id: &str, tags: &[String]) -> Result<(), StoreError> {
@@ -324,6 +324,20 @@ pub fn replace_nics(conn: &Connection, id: &str, nics: &[NicRow]) -> Result<(), 
             n.is_boot
         ])?;
     }
+    refresh_search(conn, id)
+}
+
+/// Rebuilds the machine's search text from its row and NICs. Every registration replaces the
+/// NICs (and with them calls this); hostname changes call it too.
+pub fn refresh_search(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE machines SET search =
+            coalesce(hostname, '') || char(31) || boot_mac || char(31) || coalesce(serial, '')
+            || char(31) || coalesce(vendor, '') || char(31) || coalesce(product, '') || char(31)
+            || coalesce((SELECT group_concat(mac, char(31)) FROM nics WHERE machine_id = ?1), '')
+         WHERE id = ?1",
+    )?
+    .execute([id])?;
     Ok(())
 }
 
@@ -484,16 +498,10 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<MachineRow>, u64),
     }
     if let Some(q) = &f.search {
         let pattern = format!("%{}%", escape_like(q));
-        clauses.push(
-            "(hostname LIKE ? ESCAPE '\\' OR boot_mac LIKE ? ESCAPE '\\' \
-             OR serial LIKE ? ESCAPE '\\' OR vendor LIKE ? ESCAPE '\\' \
-             OR product LIKE ? ESCAPE '\\' \
-             OR id IN (SELECT machine_id FROM nics WHERE mac LIKE ? ESCAPE '\\'))"
-                .into(),
-        );
-        for _ in 0..6 {
-            args.push(Value::Text(pattern.clone()));
-        }
+        // The search text joins its fields with U+001F, which a search term cannot contain
+        // (the API refuses control characters), so a match never spans two fields.
+        clauses.push("search LIKE ? ESCAPE '\\'".into());
+        args.push(Value::Text(pattern));
     }
     let filter = if clauses.is_empty() {
         String::new()
