@@ -62,7 +62,7 @@ async fn boot_file(
 /// The per-machine script, chosen by the machine's state.
 async fn machine_script(state: &AppState, mac: &str) -> Result<String> {
     let machine = state.machines.by_mac(mac).await?;
-    let artefact = files::artefact(&state.settings.boot_dir).await;
+    let artefact = state.artefact.get().await;
     let mut vars = ScriptVars::server(&state.settings).machine(mac);
     vars.artifact_version = artefact
         .version
@@ -132,5 +132,5 @@ async fn hookos_file(
 
 /// What `/healthz` and the dashboard say about booting.
 pub async fn status(state: &AppState) -> files::Artefact {
-    files::artefact(&state.settings.boot_dir).await
+    state.artefact.get().await
 }

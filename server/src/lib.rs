@@ -29,6 +29,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Auth;
+use crate::boot::files::ArtefactCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, HookosSettings, Settings, derive_base_url};
 use crate::error::error_response;
@@ -77,6 +78,7 @@ pub async fn build_state(
         db,
         hub,
         clock,
+        artefact: Arc::new(ArtefactCache::new(settings.boot_dir.clone())),
         settings,
         metrics: Arc::new(Metrics::new()),
     })

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::auth::Auth;
+use crate::boot::files::ArtefactCache;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::events::EventHub;
@@ -27,4 +28,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// What the boot directory holds, re-read every couple of seconds.
+    pub artefact: Arc<ArtefactCache>,
 }

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::net::UdpSocket;
 
-use crate::support::{TestServer, expect_error, expect_json, report};
+use crate::support::{TestServer, eventually, expect_error, expect_json, report};
 
 fn netboot_dir(s: &TestServer) -> std::path::PathBuf {
     s.dir.path().join("netboot")
@@ -53,7 +53,12 @@ async fn an_unknown_machine_gets_the_inventory_image_or_a_clear_message() {
     assert!(t.contains("has no netboot image yet"), "{t}");
     assert!(t.contains("exit 1"));
     install_artefact(&s);
-    let t = text(&s, "/boot/52-54-00-AA-BB-CC.ipxe").await;
+    // The boot directory is looked at again after a second or two, not on every request.
+    let t = eventually("the artefact to be noticed", || async {
+        let t = text(&s, "/boot/52-54-00-AA-BB-CC.ipxe").await;
+        t.contains("kernel ").then_some(t)
+    })
+    .await;
     assert!(t.contains(&format!("kernel ${{base}}/vmlinuz initrd=initramfs.zst dragonfly.url={} BOOTIF=01-52-54-00-aa-bb-cc", s.url)), "{t}");
     assert!(t.contains("initrd ${base}/initramfs.zst"));
     assert!(t.contains("(test-1)"));
@@ -225,8 +230,12 @@ async fn healthz_reports_the_artefact() {
     assert_eq!(h["netboot"]["present"], false);
     assert_eq!(h["tftp"], false);
     install_artefact(&s);
-    let h = expect_json(s.get("/healthz").await, StatusCode::OK).await;
-    assert_eq!(h["netboot"]["present"], true);
+    // The boot directory is looked at again after a second or two, not on every request.
+    let h = eventually("the artefact to be noticed", || async {
+        let h = expect_json(s.get("/healthz").await, StatusCode::OK).await;
+        (h["netboot"]["present"] == true).then_some(h)
+    })
+    .await;
     assert_eq!(h["netboot"]["version"], "test-1");
     assert_eq!(h["netboot"]["ipxe_lkrn"], true);
 }

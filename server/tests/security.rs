@@ -3,7 +3,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, expect_error, expect_json, report};
+use crate::support::{TestServer, eventually, expect_error, expect_json, report};
 
 /// Every (method, path) of the API as the OpenAPI document lists it.
 fn api_routes() -> Vec<(Method, String)> {
@@ -354,12 +354,17 @@ async fn an_enrollment_secret_keeps_unknown_agents_out() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("vmlinuz"), b"k").unwrap();
     std::fs::write(dir.join("initramfs.zst"), b"i").unwrap();
-    let script = s
-        .get("/boot/52-54-00-00-99-99.ipxe")
-        .await
-        .text()
-        .await
-        .unwrap();
+    // The boot directory is looked at again after a second or two, not on every request.
+    let script = eventually("the netboot script", || async {
+        let script = s
+            .get("/boot/52-54-00-00-99-99.ipxe")
+            .await
+            .text()
+            .await
+            .unwrap();
+        script.contains("kernel ").then_some(script)
+    })
+    .await;
     assert!(
         script.contains(&format!("dragonfly.secret={secret}")),
         "{script}"

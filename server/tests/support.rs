@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dragonfly::clock::{Clock, ManualClock, SystemClock};
 use dragonfly::config::Config;
@@ -216,4 +217,23 @@ pub fn report(n: u32) -> Value {
         "pci": [{"address": "0000:00:02.0", "vendor_id": "0x1af4", "device_id": "0x1041",
                  "class": "0x020000", "driver": "virtio-pci"}]
     })
+}
+
+/// Waits (bounded) until `f` returns something.
+pub async fn eventually<T, F, Fut>(what: &str, f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -40,25 +40,6 @@ pub fn fast() -> dragonfly::tinkerbell::FollowOptions {
     }
 }
 
-/// Waits (bounded) until `f` returns something.
-pub async fn eventually<T, F, Fut>(what: &str, f: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 pub fn clock() -> Arc<dyn dragonfly::clock::Clock> {
     Arc::new(dragonfly::clock::SystemClock)
 }

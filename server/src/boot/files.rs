@@ -1,7 +1,9 @@
 //! Serving the netboot artefact from the boot directory: streamed from disk with Range,
 //! ETag and Last-Modified support (tower-http's file service), never read whole into memory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -51,25 +53,57 @@ pub struct Artefact {
     pub ipxe_lkrn: bool,
 }
 
+/// Looks at the boot directory (three `stat`s and the manifest) on the blocking pool.
 pub async fn artefact(dir: &Path) -> Artefact {
-    let exists = |name: &str| {
-        let p = dir.join(name);
-        async move { tokio::fs::try_exists(p).await.unwrap_or(false) }
-    };
-    let present = exists("vmlinuz").await && exists("initramfs.zst").await;
-    let version = match tokio::fs::read(dir.join("manifest.json")).await {
-        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| {
-                v.get("version")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string)
-            }),
-        Err(_) => None,
-    };
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || probe(&dir))
+        .await
+        .unwrap_or_default()
+}
+
+fn probe(dir: &Path) -> Artefact {
+    let exists = |name: &str| dir.join(name).is_file();
+    let version = std::fs::read(dir.join("manifest.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| v.get("version")?.as_str().map(str::to_string));
     Artefact {
-        present,
+        present: exists("vmlinuz") && exists("initramfs.zst"),
         version,
-        ipxe_lkrn: exists("ipxe.lkrn").await,
+        ipxe_lkrn: exists("ipxe.lkrn"),
+    }
+}
+
+/// [`artefact`] remembered for a second: every PXE script, `/healthz` and the
+/// dashboard ask, and a rebuilt image is still noticed almost at once.
+pub struct ArtefactCache {
+    dir: PathBuf,
+    last: Mutex<Option<(Instant, Artefact)>>,
+}
+
+const ARTEFACT_TTL: Duration = Duration::from_secs(1);
+
+impl ArtefactCache {
+    pub fn new(dir: PathBuf) -> ArtefactCache {
+        ArtefactCache {
+            dir,
+            last: Mutex::new(None),
+        }
+    }
+
+    pub async fn get(&self) -> Artefact {
+        if let Some((at, a)) = &*self.lock() {
+            if at.elapsed() < ARTEFACT_TTL {
+                return a.clone();
+            }
+        }
+        let fresh = artefact(&self.dir).await;
+        *self.lock() = Some((Instant::now(), fresh.clone()));
+        fresh
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Artefact)>> {
+        // Only ever holds a finished value, so a poisoned lock's content is still sound.
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 use super::fake::FakeApi;
 use super::objects::current_status;
 use super::schema::{crd_schema, errors};
-use super::{NS, clock, eventually, fast, tink};
+use super::{NS, clock, fast, tink};
+use crate::support::eventually;
 
 struct Env {
     fake: Arc<FakeApi>,
