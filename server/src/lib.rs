@@ -9,11 +9,13 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod machines;
+pub mod memory;
 pub mod metrics;
 pub mod provision;
 pub mod state;
 pub mod store;
 pub mod tinkerbell;
+pub mod tls;
 pub mod ui;
 
 use std::future::Future;
@@ -310,25 +312,8 @@ pub async fn serve(
             .await
             .context("server error")?,
         Some((cert, key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot load --tls-cert {} / --tls-key {}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                stopped.await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-            });
-            axum_server::from_tcp_rustls(listener.into_std()?, tls)
-                .context("cannot use the listening socket for TLS")?
-                .handle(handle)
-                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            let tls = tls::load(cert, key)?;
+            tls::serve_https(listener, app, tls, stopped)
                 .await
                 .context("server error")?;
         }

@@ -65,6 +65,10 @@ fn run() -> anyhow::Result<ExitCode> {
             let config = Config::resolve(&cli.serve)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                // Blocking-pool work is short (SQLite reads on 4 connections, file chunks,
+                // a password hash): a small pool queues bursts instead of growing to
+                // hundreds of idle threads, each with its own allocator heap.
+                .max_blocking_threads(16)
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(async move {

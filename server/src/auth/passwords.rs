@@ -41,15 +41,23 @@ pub fn verify(password: &str, phc: &str) -> bool {
 }
 
 pub async fn hash_blocking(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || hash(&password))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+    tokio::task::spawn_blocking(move || {
+        let out = hash(&password);
+        crate::memory::release_unused();
+        out
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
 }
 
 pub async fn verify_blocking(password: String, phc: String) -> Result<bool> {
-    tokio::task::spawn_blocking(move || verify(&password, &phc))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))
+    tokio::task::spawn_blocking(move || {
+        let out = verify(&password, &phc);
+        crate::memory::release_unused();
+        out
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))
 }
 
 #[cfg(test)]
