@@ -1,5 +1,5 @@
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{TestServer, expect_error, expect_json, report};
 
@@ -352,4 +352,47 @@ async fn heartbeat_values_are_bounded() {
         Some("message"),
     )
     .await;
+}
+
+#[tokio::test]
+async fn every_string_of_a_report_has_a_length_limit() {
+    let s = TestServer::start().await;
+    let long = "x".repeat(257);
+    // (JSON pointer into the report, the field the error must name)
+    let cases = [
+        ("/arch", "report.arch"),
+        ("/smbios/system/vendor", "report.smbios.system.vendor"),
+        ("/smbios/memory/0/kind", "report.smbios.memory[0].kind"),
+        ("/cpu/model", "report.cpu.model"),
+        ("/nics/0/driver", "report.nics[0].driver"),
+        ("/nics/0/addresses/0", "report.nics[0].addresses[0]"),
+        ("/disks/0/model", "report.disks[0].model"),
+        ("/pci/0/driver", "report.pci[0].driver"),
+        ("/pci/0/class", "report.pci[0].class"),
+    ];
+    for (pointer, field) in cases {
+        let mut r = report(1);
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        match r.pointer_mut(parent).unwrap() {
+            Value::Array(items) => items[key.parse::<usize>().unwrap()] = json!(long),
+            object => object[key] = json!(long),
+        }
+        let resp = s
+            .post(
+                "/api/v1/agent/register",
+                json!({"agent_version": "t", "report": r}),
+            )
+            .await;
+        let body = expect_error(
+            resp,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+            Some(field),
+        )
+        .await;
+        assert!(body["message"].as_str().unwrap().contains("256"), "{body}");
+    }
+    // Nothing was stored on the way.
+    let page = expect_json(s.get("/api/v1/machines").await, StatusCode::OK).await;
+    assert_eq!(page["total"], 0);
 }

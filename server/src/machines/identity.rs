@@ -33,6 +33,10 @@ fn clean_opt(v: &mut Option<String>, field: &str) -> Result<()> {
     Ok(())
 }
 
+fn check_opt_len(s: &Option<String>, field: &str) -> Result<()> {
+    s.as_deref().map_or(Ok(()), |s| check_len(s, field))
+}
+
 fn check_len(s: &str, field: &str) -> Result<()> {
     if s.len() > MAX_STRING {
         return Err(Error::invalid(
@@ -129,15 +133,34 @@ pub fn normalise(report: &mut HardwareReport) -> Result<()> {
             &format!("report.smbios.memory[{i}].manufacturer"),
         )?;
     }
+    for (i, p) in s.processors.iter().enumerate() {
+        for (v, f) in [
+            (&p.socket, "socket"),
+            (&p.manufacturer, "manufacturer"),
+            (&p.version, "version"),
+        ] {
+            check_opt_len(v, &format!("report.smbios.processors[{i}].{f}"))?;
+        }
+    }
+    for (i, m) in s.memory.iter().enumerate() {
+        check_opt_len(&m.locator, &format!("report.smbios.memory[{i}].locator"))?;
+        check_opt_len(&m.kind, &format!("report.smbios.memory[{i}].kind"))?;
+    }
+    check_opt_len(&report.arch, "report.arch")?;
     for (i, n) in report.nics.iter_mut().enumerate() {
         n.mac = normalize_mac(&n.mac)
             .map_err(|e| Error::invalid(format!("report.nics[{i}].mac"), e.to_string()))?;
         check_len(&n.name, &format!("report.nics[{i}].name"))?;
+        check_opt_len(&n.driver, &format!("report.nics[{i}].driver"))?;
+        check_opt_len(&n.pci_address, &format!("report.nics[{i}].pci_address"))?;
         check_count(
             n.addresses.len(),
             64,
             &format!("report.nics[{i}].addresses"),
         )?;
+        for (j, a) in n.addresses.iter().enumerate() {
+            check_len(a, &format!("report.nics[{i}].addresses[{j}]"))?;
+        }
         n.boot = n.mac == report.boot_mac;
     }
     for (i, d) in report.disks.iter_mut().enumerate() {
@@ -148,6 +171,18 @@ pub fn normalise(report: &mut HardwareReport) -> Result<()> {
     }
     if let Some(cpu) = report.cpu.as_mut() {
         clean_opt(&mut cpu.model, "report.cpu.model")?;
+        check_opt_len(&cpu.virtualization, "report.cpu.virtualization")?;
+    }
+    for (i, p) in report.pci.iter().enumerate() {
+        for (v, f) in [
+            (&p.address, "address"),
+            (&p.vendor_id, "vendor_id"),
+            (&p.device_id, "device_id"),
+            (&p.class, "class"),
+        ] {
+            check_len(v, &format!("report.pci[{i}].{f}"))?;
+        }
+        check_opt_len(&p.driver, &format!("report.pci[{i}].driver"))?;
     }
     Ok(())
 }
