@@ -483,6 +483,14 @@ pub struct ListFilter {
 pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<MachineRow>, u64), StoreError> {
     let mut clauses: Vec<String> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
+    // A tag drives the query from the tag index (a join measured faster than `IN`).
+    let from = match &f.tag {
+        Some(tag) => {
+            args.push(Value::Text(tag.clone()));
+            "machines JOIN machine_tags t ON t.machine_id = machines.id AND t.tag = ?"
+        }
+        None => "machines",
+    };
     if !f.states.is_empty() {
         let marks = vec!["?"; f.states.len()].join(",");
         clauses.push(format!("state IN ({marks})"));
@@ -491,10 +499,6 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<MachineRow>, u64),
     if let Some(t) = f.seen_before {
         clauses.push("(last_seen_at IS NULL OR last_seen_at < ?)".into());
         args.push(Value::Integer(t));
-    }
-    if let Some(tag) = &f.tag {
-        clauses.push("id IN (SELECT machine_id FROM machine_tags WHERE tag = ?)".into());
-        args.push(Value::Text(tag.clone()));
     }
     if let Some(q) = &f.search {
         let pattern = format!("%{}%", escape_like(q));
@@ -509,13 +513,23 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<MachineRow>, u64),
         format!("WHERE {}", clauses.join(" AND "))
     };
     let total: u64 = conn
-        .prepare_cached(&format!("SELECT count(*) FROM machines {filter}"))?
+        .prepare_cached(&format!("SELECT count(*) FROM {from} {filter}"))?
         .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
+    if total <= u64::from(f.offset) {
+        // Nothing on this page: no need to look at the rows again.
+        return Ok((Vec::new(), total));
+    }
     let dir = if f.descending { "DESC" } else { "ASC" };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM machines {filter} ORDER BY {col} {dir} NULLS LAST, id {dir} \
-         LIMIT ? OFFSET ?",
+    let order = format!(
+        "ORDER BY {col} {dir} NULLS LAST, machines.id {dir}",
         col = f.sort.column()
+    );
+    // The page is chosen by sorting row ids only, then its rows are read: sorting a
+    // thousand whole rows to keep fifty cost more than the filter itself.
+    let sql = format!(
+        "SELECT {COLUMNS} FROM machines WHERE rowid IN \
+           (SELECT machines.rowid FROM {from} {filter} {order} LIMIT ? OFFSET ?) \
+         {order}"
     );
     args.push(Value::Integer(i64::from(f.limit)));
     args.push(Value::Integer(i64::from(f.offset)));
