@@ -51,6 +51,13 @@ async fn list_filters_searches_sorts_and_pages() {
     )
     .await;
     assert_eq!(page3["items"].as_array().unwrap().len(), 2);
+    let past_the_end = expect_json(
+        s.get("/api/v1/machines?per_page=5&page=4").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(past_the_end["total"], 12);
+    assert_eq!(past_the_end["items"], json!([]));
 
     let assigned = expect_json(
         s.get("/api/v1/machines?state=assigned").await,
