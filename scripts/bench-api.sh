@@ -58,12 +58,23 @@ dir=$(mktemp -d)
 token=$("$out/dragonfly-mimalloc" admin create-token --db "$dir/sqlite.db" --name bench 2>/dev/null)
 start "$out/dragonfly-mimalloc" "$dir"
 TOKEN=$token python3 scripts/bench/seed.py "$url" 10000 "$dir/tokens" --decorate
-list_url="$url/api/v1/machines?state=discovered&tag=rack-a&q=node-0&sort=hostname&order=desc&per_page=50&page=2"
-first_url="$url/api/v1/machines?per_page=50"
-total=$(curl -sf -H "Authorization: Bearer $token" "$url/api/v1/machines?per_page=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+# Every 10th machine is tagged rack-a and every 5th assigned, so the combined filter matches
+# 1,000 machines and page 2 is a full page; the vendor search matches a third of them; the
+# last search matches nothing, so every row is looked at.
+api="$url/api/v1/machines"
+list_url="$api?state=assigned&tag=rack-a&q=node-0&sort=hostname&order=desc&per_page=50&page=2"
+vendor_url="$api?q=supermicro&sort=hostname&per_page=50&page=2"
+none_url="$api?q=no-such-machine&per_page=50"
+first_url="$api?per_page=50"
+count() { curl -sf -H "Authorization: Bearer $token" "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["total"], len(d["items"]))'; }
+total=$(count "$api?per_page=1" | cut -d' ' -f1)
+lf_n=$(count "$list_url") lv_n=$(count "$vendor_url") ln_n=$(count "$none_url")
+measure() { wrk -t1 -c1 -d"${secs}s" --latency -H "Authorization: Bearer $token" "$1"; }
 hz=$(wrk -t1 -c1 -d"${secs}s" --latency "$url/healthz")
-lf=$(wrk -t1 -c1 -d"${secs}s" --latency -H "Authorization: Bearer $token" "$list_url")
-lp=$(wrk -t1 -c1 -d"${secs}s" --latency -H "Authorization: Bearer $token" "$first_url")
+lf=$(measure "$list_url")
+lv=$(measure "$vendor_url")
+ln=$(measure "$none_url")
+lp=$(measure "$first_url")
 stop
 rm -rf "$dir"
 
@@ -96,7 +107,9 @@ list ($total machines, 1 connection):
 | request | p50 | p99 |
 |---|---|---|
 | /healthz | $(echo "$hz" | p50) | $(echo "$hz" | p99) |
-| filtered page: state+tag+search+sort, page 2 of 50 | $(echo "$lf" | p50) | $(echo "$lf" | p99) |
+| state+tag+search, sorted by hostname, page 2 (matches, rows: $lf_n) | $(echo "$lf" | p50) | $(echo "$lf" | p99) |
+| search "supermicro", sorted by hostname, page 2 (matches, rows: $lv_n) | $(echo "$lv" | p50) | $(echo "$lv" | p99) |
+| search that matches nothing (matches, rows: $ln_n) | $(echo "$ln" | p50) | $(echo "$ln" | p99) |
 | first page of 50, no filter | $(echo "$lp" | p50) | $(echo "$lp" | p99) |
 
 binary: $(stat -c %s "$out/dragonfly-mimalloc") bytes (static, stripped; musl malloc build: $(stat -c %s "$out/dragonfly-muslmalloc"))

@@ -27,7 +27,8 @@ for _ in $(seq 1 200); do curl -sf "$url/healthz" >/dev/null && break; sleep 0.0
 echo "==> seeding 10,000 machines" >&2
 TOKEN=$token python3 scripts/bench/seed.py "$url" 10000 "$dir/tokens" --decorate
 auth="Authorization: Bearer $token"
-page="$url/machines?state=discovered&tag=rack-a&q=node-0&sort=hostname&page=2"
+# Matches 1,000 machines (every 10th is tagged, every 5th assigned): page 2 is a full page.
+page="$url/machines?state=assigned&tag=rack-a&q=node-0&sort=hostname&page=2"
 first="$url/machines"
 hz=$(wrk -t1 -c1 -d"${secs}s" --latency "$url/healthz")
 lf=$(wrk -t1 -c1 -d"${secs}s" --latency -H "$auth" "$page")

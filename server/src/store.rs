@@ -1,10 +1,12 @@
-//! SQLite storage: one writer connection, a small pool of readers, embedded migrations.
+//! SQLite storage: one writer thread, a small pool of readers, a checkpoint thread, embedded
+//! migrations.
 //!
 //! Store functions are plain synchronous `fn(&Connection, ..)` in the submodules (one per
 //! table family) and know no domain rules. Async code reaches them only through
-//! [`Db::read`] and [`Db::write`], which run them on tokio's blocking pool, so no async
+//! [`Db::read`] (tokio's blocking pool) and [`Db::write`] (the writer thread), so no async
 //! worker ever waits on SQLite. All writes go through the single writer connection, which
-//! serialises them in-process instead of letting connections fight over SQLite's lock.
+//! serialises them in-process instead of letting connections fight over SQLite's lock, and
+//! commits whatever is queued together.
 
 pub mod auth;
 pub mod events;
