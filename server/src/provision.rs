@@ -6,6 +6,9 @@
 //! delete the Workflow and the Hardware. Workflow updates from the follower become
 //! lifecycle calls on [`Machines`] with [`Actor::Tinkerbell`].
 
+mod command;
+mod facts;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,13 +30,15 @@ use crate::machines::{
     Actor, ListQuery, MachineDetail, Machines, OsImage, State, TargetDisk, catalogue,
 };
 use crate::store::Db;
-use crate::tinkerbell::disks::DiskRef;
 use crate::tinkerbell::objects::{self, MachineFacts};
 use crate::tinkerbell::templates::{OsFacts, TemplateSettings};
 use crate::tinkerbell::{
     self, BootSignal, FollowOptions, Phase, Tinkerbell, TinkerbellArgs, TinkerbellCommand,
     WorkflowUpdate,
 };
+pub use command::{render, run_command};
+use facts::disk_ref;
+pub use facts::{facts, os_facts};
 
 /// The hub event the boot face publishes each time a known machine asks for its boot
 /// script (`Machines::note(.., "netboot", ..)`), with the machine in its JSON. After the final
@@ -77,72 +82,6 @@ pub fn spawn_with(
         );
         tokio::join!(glue.on_events(events, boot_tx), glue.on_updates(updates));
     })
-}
-
-/// Facts for the Tinkerbell builders from a machine of the domain.
-pub fn facts(m: &MachineDetail) -> MachineFacts {
-    let (nics, disks) = match &m.hardware {
-        Some(r) => (r.nics.clone(), r.disks.clone()),
-        None => (
-            m.nics
-                .iter()
-                .map(|n| dragonfly_proto::Nic {
-                    name: n.name.clone(),
-                    mac: n.mac.clone(),
-                    addresses: n.addresses.clone(),
-                    boot: n.boot,
-                    ..Default::default()
-                })
-                .collect(),
-            m.disks
-                .iter()
-                .map(|d| dragonfly_proto::Disk {
-                    name: d.name.clone(),
-                    size_bytes: d.size_bytes,
-                    model: d.model.clone(),
-                    serial: d.serial.clone(),
-                    wwn: d.wwn.clone(),
-                    rotational: d.rotational,
-                    transport: d
-                        .transport
-                        .as_ref()
-                        .and_then(|t| serde_json::from_value(Value::String(t.clone())).ok()),
-                })
-                .collect(),
-        ),
-    };
-    let uefi = match m.hardware.as_ref().and_then(|r| r.firmware) {
-        Some(f) => f == Firmware::Uefi,
-        None => m.machine.firmware.as_deref() == Some("uefi"),
-    };
-    MachineFacts {
-        id: m.machine.id.clone(),
-        mac: m.machine.boot_mac.clone(),
-        hostname: m.machine.hostname.clone(),
-        arch: m.machine.arch.clone(),
-        uefi,
-        nics,
-        disks,
-        target: m.machine.target_disk.as_ref().map(disk_ref),
-    }
-}
-
-fn disk_ref(t: &TargetDisk) -> DiskRef {
-    match t {
-        TargetDisk::Serial(s) => DiskRef::Serial(s.clone()),
-        TargetDisk::Wwn(w) => DiskRef::Wwn(w.clone()),
-    }
-}
-
-pub fn os_facts(os: &OsImage) -> OsFacts {
-    OsFacts {
-        slug: os.slug.clone(),
-        name: os.name.clone(),
-        family: os.family.clone(),
-        version: os.version.clone(),
-        arch: os.arch.clone(),
-        image_url: os.image_url.clone(),
-    }
 }
 
 #[derive(Clone)]
@@ -459,138 +398,6 @@ impl Glue {
                 "failure",
                 &m.id,
             ),
-        }
-    }
-}
-
-/// The objects `dragonfly tinkerbell render` prints for the machine with boot MAC `mac`,
-/// read from the store (nothing is written).
-pub async fn render(
-    db: &Db,
-    mac: &str,
-    os: Option<&str>,
-    settings: &TemplateSettings,
-    namespace: &str,
-) -> anyhow::Result<String> {
-    use crate::store::{machines as machine_store, os as os_store};
-    let mac = normalize_mac(mac).map_err(|e| anyhow::anyhow!("--mac {mac:?}: {e}"))?;
-    let wanted = os.map(str::to_string);
-    let key = mac.clone();
-    let (row, report, os_row) = db
-        .read(move |c| -> Result<_, crate::store::StoreError> {
-            let Some(row) = machine_store::by_boot_mac(c, &key)? else {
-                return Ok((None, None, None));
-            };
-            let report = machine_store::latest_report(c, &row.id)?.map(|(_, j)| j);
-            let slug = wanted.or_else(|| row.os_slug.clone());
-            let os_row = match slug {
-                Some(s) => os_store::get(c, &s)?.map(Ok).unwrap_or(Err(s)),
-                None => Err(String::new()),
-            };
-            Ok((Some(row), report, Some(os_row)))
-        })
-        .await?;
-    let Some(row) = row else {
-        bail!("no machine with boot MAC {mac} in the database");
-    };
-    let os_row = match os_row {
-        Some(Ok(o)) => o,
-        Some(Err(s)) if s.is_empty() => {
-            bail!("machine {mac} has no OS assigned: name one with --os")
-        }
-        Some(Err(s)) => bail!("no OS '{s}' in the catalogue"),
-        None => bail!("no OS"),
-    };
-    let report: Option<HardwareReport> = match report {
-        Some(j) => Some(serde_json::from_str(&j).context("the stored hardware report")?),
-        None => None,
-    };
-    let target: Option<TargetDisk> = match &row.target_disk {
-        Some(t) => serde_json::from_str(t).ok(),
-        None => None,
-    };
-    let facts = MachineFacts {
-        id: row.id.clone(),
-        mac: row.boot_mac.clone(),
-        hostname: row.hostname.clone(),
-        arch: row.arch.clone(),
-        uefi: report
-            .as_ref()
-            .and_then(|r| r.firmware)
-            .map_or(row.firmware.as_deref() == Some("uefi"), |f| {
-                f == Firmware::Uefi
-            }),
-        nics: report.as_ref().map(|r| r.nics.clone()).unwrap_or_default(),
-        disks: report.as_ref().map(|r| r.disks.clone()).unwrap_or_default(),
-        target: target.as_ref().map(disk_ref),
-    };
-    let os = os_facts(&OsImage::from(os_row));
-    let hw = objects::hardware(&facts, Some(&os), namespace)?;
-    let t = objects::template(&os, settings, namespace)?;
-    let wf = objects::workflow(&facts, &os, namespace)?;
-    Ok(objects::render_yaml(&hw, &t, &wf)?)
-}
-
-/// Runs `dragonfly tinkerbell ...`; returns the process exit code (0 when all is well).
-pub async fn run_command(
-    cmd: &TinkerbellCommand,
-    args: &TinkerbellArgs,
-    config: &Config,
-    out: &mut (dyn Write + Send),
-) -> anyhow::Result<u8> {
-    match cmd {
-        TinkerbellCommand::Manifests => {
-            out.write_all(tinkerbell::rbac::manifests(&args.tinkerbell_namespace).as_bytes())?;
-            Ok(0)
-        }
-        TinkerbellCommand::Render { mac, os } => {
-            if !config.db.exists() {
-                bail!("no database at {} (--db)", config.db.display());
-            }
-            let path = config.db.clone();
-            let db = tokio::task::spawn_blocking(move || Db::open(&path))
-                .await
-                .context("database task failed")?
-                .with_context(|| format!("--db {}", config.db.display()))?;
-            let settings = TemplateSettings::from_args(args)?.with_console(&config.hookos.console);
-            let text = render(
-                &db,
-                mac,
-                os.as_deref(),
-                &settings,
-                &args.tinkerbell_namespace,
-            )
-            .await?;
-            out.write_all(text.as_bytes())?;
-            Ok(0)
-        }
-        TinkerbellCommand::Check => {
-            let mut a = args.clone();
-            if a.tinkerbell == tinkerbell::Mode::Off {
-                bail!("--tinkerbell off: nothing to check");
-            }
-            a.tinkerbell = tinkerbell::Mode::On;
-            let Some(tink) = tinkerbell::connect(&a).await? else {
-                bail!("no Kubernetes configuration found");
-            };
-            let report = tinkerbell::rbac::check(&tink).await;
-            for line in &report.lines {
-                writeln!(out, "{line}")?;
-            }
-            for line in &report.missing {
-                writeln!(out, "{line}")?;
-            }
-            if report.missing.is_empty() {
-                writeln!(
-                    out,
-                    "all good: Dragonfly can drive Tinkerbell in namespace {}",
-                    tink.namespace()
-                )?;
-                Ok(0)
-            } else {
-                writeln!(out, "{} problem(s) found", report.missing.len())?;
-                Ok(1)
-            }
         }
     }
 }
