@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, expect_error, expect_json, report};
+use crate::support::{TestServer, expect_error, expect_json, report, urlencode};
 
 async fn seed(s: &TestServer, n: u32) -> Vec<String> {
     let mut ids = Vec::new();
@@ -116,15 +116,6 @@ async fn found(s: &TestServer, q: &str) -> u64 {
     expect_json(s.get(&url).await, StatusCode::OK).await["total"]
         .as_u64()
         .unwrap()
-}
-
-fn urlencode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test]

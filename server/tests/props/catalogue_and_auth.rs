@@ -56,12 +56,6 @@ async fn check_os_reads_back(s: &TestServer, slug: &str, body: &Value) -> Outcom
     Ok(())
 }
 
-fn urlencode(segment: &str) -> String {
-    form_urlencoded::byte_serialize(segment.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
-
 #[test]
 fn catalogue_entries_are_validated_and_read_back() {
     let (rt, server) = server();

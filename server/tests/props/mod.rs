@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
-use crate::support::{TestServer, report};
+use crate::support::{TestServer, report, urlencode};
 
 type Outcome = Result<(), TestCaseError>;
 
