@@ -6,12 +6,14 @@
 
 pub mod agent;
 pub mod clean;
+pub mod names;
 pub mod report;
 
 pub use agent::{
     Heartbeat, HeartbeatResponse, Instruction, Phase, RegisterRequest, RegisterResponse,
 };
 pub use clean::{MacError, clean_smbios, clean_uuid, normalize_mac};
+pub use names::UnknownName;
 pub use report::*;
 
 /// The version of this protocol, sent by the agent with every registration.

@@ -8,14 +8,12 @@ pub mod ratelimit;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use base64::Engine;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::clock::{Clock, rfc3339};
 use crate::error::{Error, Result};
-use crate::machines::token_hash;
+use crate::secrets::token_hash;
 use crate::store::{Db, auth as store};
 use ratelimit::LoginLimiter;
 
@@ -113,18 +111,7 @@ impl From<store::TokenRow> for TokenView {
     }
 }
 
-/// Random bytes as URL-safe base64.
-pub fn random_secret(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut b);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-/// Compares secrets without leaking where they differ through timing.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use crate::secrets::{random_secret, same_secret};
 
 #[derive(Clone)]
 pub struct Auth {

@@ -13,7 +13,11 @@ use axum::routing::get;
 use dragonfly_proto::normalize_mac;
 
 use crate::error::{Error, Result};
-use crate::machines::{Actor, State as MState};
+use std::sync::Arc;
+
+use crate::artefact::ArtefactCache;
+use crate::config::Settings;
+use crate::machines::{Actor, MachineEvent, Machines, State as MState};
 use crate::state::AppState;
 use scripts::{Script, ScriptVars};
 
@@ -41,29 +45,38 @@ fn parse_mac(raw: &str) -> Result<String> {
 }
 
 async fn boot_file(
-    State(state): State<AppState>,
+    State(settings): State<Arc<Settings>>,
+    State(machines): State<Machines>,
+    State(artefact): State<Arc<ArtefactCache>>,
     Path(file): Path<String>,
     req: Request,
 ) -> Result<Response> {
     if file == "boot.ipxe" {
-        let vars = ScriptVars::server(&state.settings);
+        let vars = ScriptVars::server(&settings);
         return Ok(ipxe(scripts::render(Script::Boot, &vars)));
     }
     if let Some(stem) = file.strip_suffix(".ipxe") {
         let mac = parse_mac(stem)?;
-        return machine_script(&state, &mac).await.map(ipxe);
+        return machine_script(&machines, &artefact, &settings, &mac)
+            .await
+            .map(ipxe);
     }
     if files::ARTEFACTS.contains(&file.as_str()) {
-        return files::serve(&state.settings.boot_dir.join(&file), req).await;
+        return files::serve(&settings.boot_dir.join(&file), req).await;
     }
     Err(Error::not_found(format!("boot file {file}")))
 }
 
 /// The per-machine script, chosen by the machine's state.
-async fn machine_script(state: &AppState, mac: &str) -> Result<String> {
-    let machine = state.machines.by_mac(mac).await?;
-    let artefact = state.artefact.get().await;
-    let mut vars = ScriptVars::server(&state.settings).machine(mac);
+async fn machine_script(
+    machines: &Machines,
+    artefact: &ArtefactCache,
+    settings: &Settings,
+    mac: &str,
+) -> Result<String> {
+    let machine = machines.by_mac(mac).await?;
+    let artefact = artefact.get().await;
+    let mut vars = ScriptVars::server(settings).machine(mac);
     vars.artifact_version = artefact
         .version
         .clone()
@@ -78,11 +91,10 @@ async fn machine_script(state: &AppState, mac: &str) -> Result<String> {
     if let Some(m) = &machine {
         // Every PXE boot of a known machine is on its timeline: it shows when a machine
         // came back to the network, and which way it was sent.
-        state
-            .machines
+        machines
             .note(
                 &m.id,
-                "netboot",
+                MachineEvent::PxeBoot,
                 Actor::Boot,
                 format!("PXE boot: served {}", script.name()),
             )
@@ -93,17 +105,19 @@ async fn machine_script(state: &AppState, mac: &str) -> Result<String> {
 
 /// HookOS for an assigned machine. Serving it means the machine is entering the installer,
 /// so an Assigned machine becomes Installing here.
-async fn hookos_script(State(state): State<AppState>, Path(mac): Path<String>) -> Result<Response> {
+async fn hookos_script(
+    State(machines): State<Machines>,
+    State(settings): State<Arc<Settings>>,
+    Path(mac): Path<String>,
+) -> Result<Response> {
     let mac = parse_mac(&mac)?;
-    let machine = state
-        .machines
+    let machine = machines
         .by_mac(&mac)
         .await?
         .ok_or_else(|| Error::not_found(format!("machine with boot MAC {mac}")))?;
     match machine.state {
         MState::Assigned => {
-            state
-                .machines
+            machines
                 .start_install(&machine.id, Actor::Boot, "HookOS script served".into())
                 .await?;
         }
@@ -114,23 +128,18 @@ async fn hookos_script(State(state): State<AppState>, Path(mac): Path<String>) -
             )));
         }
     }
-    let vars = ScriptVars::server(&state.settings).machine(&mac);
+    let vars = ScriptVars::server(&settings).machine(&mac);
     tracing::info!(%mac, "HookOS script served");
     Ok(ipxe(scripts::render(Script::Hookos, &vars)))
 }
 
 async fn hookos_file(
-    State(state): State<AppState>,
+    State(settings): State<Arc<Settings>>,
     Path(file): Path<String>,
     req: Request,
 ) -> Result<Response> {
     if !files::HOOKOS_FILES.contains(&file.as_str()) {
         return Err(Error::not_found(format!("HookOS file {file}")));
     }
-    files::serve(&state.settings.boot_dir.join("hookos").join(&file), req).await
-}
-
-/// What `/healthz` and the dashboard say about booting.
-pub async fn status(state: &AppState) -> files::Artefact {
-    state.artefact.get().await
+    files::serve(&settings.boot_dir.join("hookos").join(&file), req).await
 }

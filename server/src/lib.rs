@@ -2,6 +2,7 @@
 //! here so tests can run the real server on `127.0.0.1:0`.
 
 pub mod api;
+pub mod artefact;
 pub mod auth;
 pub mod boot;
 pub mod clock;
@@ -12,11 +13,13 @@ pub mod machines;
 pub mod memory;
 pub mod metrics;
 pub mod provision;
+pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod tinkerbell;
 pub mod tls;
 pub mod ui;
+pub mod vocab;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,13 +33,13 @@ use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::artefact::ArtefactCache;
 use crate::auth::Auth;
-use crate::boot::files::ArtefactCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, HookosSettings, Settings, derive_base_url};
 use crate::error::error_response;
-use crate::events::EventHub;
 use crate::machines::Machines;
+use crate::machines::catalogue::Catalogue;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::Db;
@@ -62,8 +65,7 @@ pub async fn build_state(
         enrollment_secret: config.enrollment_secret.clone(),
         tls: config.tls.is_some(),
     });
-    let hub = EventHub::new(1024);
-    let machines = Machines::new(db.clone(), hub.clone(), clock.clone(), settings.clone());
+    let machines = Machines::new(db.clone(), clock.clone(), settings.clone());
     let flusher = machines.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
@@ -77,9 +79,7 @@ pub async fn build_state(
     Ok(AppState {
         machines,
         auth: Auth::new(db.clone(), clock.clone()),
-        db,
-        hub,
-        clock,
+        catalogue: Catalogue::new(db, clock),
         artefact: Arc::new(ArtefactCache::new(settings.boot_dir.clone())),
         settings,
         metrics: Arc::new(Metrics::new()),
@@ -248,7 +248,7 @@ pub async fn serve(
             Some(provision::spawn(
                 t.with_console(&state.settings.hookos.console),
                 state.machines.clone(),
-                state.hub.clone(),
+                state.catalogue.clone(),
             ))
         }
         None => {
@@ -280,7 +280,7 @@ pub async fn serve(
             }
         });
     }
-    let artefact = boot::files::artefact(&config.boot_dir).await;
+    let artefact = artefact::artefact(&config.boot_dir).await;
     if !artefact.present {
         tracing::warn!(
             boot_dir = %config.boot_dir.display(),

@@ -1,6 +1,7 @@
 //! The machine domain: registration, heartbeats, operator actions. It knows no HTTP and no
 //! HTML; every change runs in one store transaction, appends its events to the log, and is
-//! then published on the event hub.
+//! then published as a typed [`Change`] to live subscribers (SSE, the Tinkerbell glue) and
+//! as a signal to whoever waits on that one machine (long-polling heartbeats).
 
 mod agent;
 pub mod catalogue;
@@ -11,24 +12,23 @@ mod operations;
 
 use std::sync::Arc;
 
-use base64::Engine;
-use dragonfly_proto::{
-    HardwareReport, Heartbeat, Instruction, Phase, RegisterRequest, RegisterResponse,
-};
-use rand::RngCore;
+use dragonfly_proto::Instruction;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::events::EventHub;
+use crate::events::{EventHub, Signals, Waiter};
+use crate::secrets::random_secret;
+pub use crate::secrets::token_hash;
+use crate::store::Db;
 use crate::store::events::{self as event_store, EventRow, NewEvent};
-use crate::store::machines::{self as store, ListFilter, MachineRow, SortKey, Status};
-use crate::store::{Db, os as os_store};
-pub use lifecycle::{Event, IllegalTransition, State};
+pub use crate::store::machines::SortKey;
+use crate::store::machines::{self as store, MachineRow, Status};
+pub use crate::vocab::{Actor, MachineEvent, State, TargetDisk};
+pub use lifecycle::{Event, IllegalTransition};
 pub use model::*;
 
 impl From<IllegalTransition> for Error {
@@ -37,23 +37,31 @@ impl From<IllegalTransition> for Error {
     }
 }
 
-/// Who asked for a change; recorded in the event log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Actor {
-    Agent,
-    Operator,
-    Boot,
-    Tinkerbell,
+/// One change of a machine, published to live subscribers after its transaction commits.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub machine_id: String,
+    /// The event-log entry; `None` for a live-only change of phase, progress or message.
+    pub event: Option<EventView>,
+    /// The machine after the change; `None` once it is deleted.
+    pub machine: Option<Machine>,
 }
 
-impl Actor {
-    fn as_str(self) -> &'static str {
-        match self {
-            Actor::Agent => "agent",
-            Actor::Operator => "operator",
-            Actor::Boot => "boot",
-            Actor::Tinkerbell => "tinkerbell",
-        }
+impl Change {
+    /// What happened: the log entry's kind, or [`MachineEvent::Status`].
+    pub fn kind(&self) -> MachineEvent {
+        self.event.as_ref().map_or(MachineEvent::Status, |e| e.kind)
+    }
+}
+
+/// A machine as its agent's token found it: what that agent's heartbeat is compared with.
+/// Opaque outside the domain.
+#[derive(Debug, Clone)]
+pub struct AgentMachine(MachineRow);
+
+impl AgentMachine {
+    pub fn id(&self) -> &str {
+        &self.0.id
     }
 }
 
@@ -64,6 +72,16 @@ pub enum QueuedAction {
     Reboot,
     Poweroff,
     Reinventory,
+}
+
+impl QueuedAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueuedAction::Reboot => "reboot",
+            QueuedAction::Poweroff => "poweroff",
+            QueuedAction::Reinventory => "reinventory",
+        }
+    }
 }
 
 /// Operator changes to a machine's descriptive fields; absent fields stay as they are.
@@ -103,7 +121,10 @@ pub struct ListQuery {
 #[derive(Clone)]
 pub struct Machines {
     db: Db,
-    hub: EventHub,
+    /// Every change, for SSE streams and the Tinkerbell glue.
+    hub: EventHub<Arc<Change>>,
+    /// Per-machine wake-ups for long-polling heartbeats.
+    signals: Signals,
     clock: Arc<dyn Clock>,
     settings: Arc<Settings>,
     /// Heartbeat times not yet written (machine id → ms). A heartbeat that changes nothing
@@ -113,25 +134,13 @@ pub struct Machines {
     seen: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
+/// A new agent token: 256 random bits.
 fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!(
-        "dfm_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    format!("dfm_{}", random_secret(32))
 }
 
-/// Agent tokens are 256 random bits, so a fast hash is enough to keep the stored form
-/// useless to a reader of the database.
-pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-struct Change {
+/// What one transaction did, published once it committed.
+struct Committed {
     events: Vec<EventRow>,
     machine: Option<MachineRow>,
 }
@@ -154,7 +163,7 @@ impl Log {
         &mut self,
         conn: &Connection,
         machine_id: &str,
-        kind: &str,
+        kind: MachineEvent,
         actor: Actor,
         transition: Option<(State, State)>,
         message: impl Into<String>,
@@ -164,10 +173,10 @@ impl Log {
             &NewEvent {
                 at: self.now,
                 machine_id: Some(machine_id.to_string()),
-                kind: kind.to_string(),
-                actor: actor.as_str().to_string(),
-                from_state: transition.map(|(f, _)| f.as_str().to_string()),
-                to_state: transition.map(|(_, t)| t.as_str().to_string()),
+                kind,
+                actor,
+                from_state: transition.map(|(f, _)| f),
+                to_state: transition.map(|(_, t)| t),
                 message: message.into(),
             },
         )?;
@@ -178,17 +187,13 @@ impl Log {
 
 fn status_of(m: &MachineRow) -> Status {
     Status {
-        state: m.state.clone(),
+        state: m.state,
         os_slug: m.os_slug.clone(),
         target_disk: m.target_disk.clone(),
-        phase: m.phase.clone(),
+        phase: m.phase,
         progress: m.progress,
         status_message: m.status_message.clone(),
     }
-}
-
-fn state_of(m: &MachineRow) -> State {
-    State::parse(&m.state).unwrap_or(State::Discovered)
 }
 
 fn load(conn: &Connection, id: &str) -> Result<MachineRow> {
@@ -230,10 +235,13 @@ pub fn validate_tag(i: usize, t: &str) -> Result<()> {
 }
 
 impl Machines {
-    pub fn new(db: Db, hub: EventHub, clock: Arc<dyn Clock>, settings: Arc<Settings>) -> Self {
+    pub fn new(db: Db, clock: Arc<dyn Clock>, settings: Arc<Settings>) -> Self {
         Machines {
             db,
-            hub,
+            // A subscriber that falls this far behind is told it lagged (SSE clients then
+            // reload their view; the Tinkerbell glue reconciles).
+            hub: EventHub::new(1024),
+            signals: Signals::default(),
             clock,
             settings,
             seen: Arc::default(),
@@ -264,8 +272,19 @@ impl Machines {
             .await
     }
 
-    pub fn db(&self) -> &Db {
-        &self.db
+    /// Every change from now on, in commit order.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Change>> {
+        self.hub.subscribe()
+    }
+
+    /// Wakes at each change of machine `id` from now on (long-polls wait on this).
+    pub fn watch(&self, id: &str) -> Waiter {
+        self.signals.watch(id)
+    }
+
+    /// Answers when the database does (for /healthz).
+    pub async fn ping(&self) -> Result<()> {
+        Ok(self.db.ping().await?)
     }
 
     fn offline_before(&self, now: i64) -> i64 {
@@ -276,22 +295,32 @@ impl Machines {
         Machine::from_row(row, self.offline_before(self.clock.now_ms()))
     }
 
-    fn publish(&self, change: Change) {
-        let machine = change.machine.map(|m| self.view(m));
-        for e in change.events {
-            let machine_id = e.machine_id.clone();
-            let kind = e.kind.clone();
-            let body = serde_json::json!({ "event": EventView::from(e), "machine": machine });
-            self.hub.publish(machine_id, kind, body.to_string());
+    fn publish(&self, done: Committed) {
+        let machine = done.machine.map(|m| self.view(m));
+        for e in done.events {
+            let Some(machine_id) = e.machine_id.clone() else {
+                continue;
+            };
+            self.send(Change {
+                machine_id,
+                event: Some(EventView::from(e)),
+                machine: machine.clone(),
+            });
         }
+    }
+
+    fn send(&self, change: Change) {
+        self.signals.notify(&change.machine_id);
+        self.hub.publish(Arc::new(change));
     }
 
     /// What the agent of this machine should do now (consuming a queued instruction).
     fn instruction_for(&self, conn: &Connection, m: &MachineRow) -> Result<Instruction> {
         if let Some(p) = &m.pending_instruction {
             store::set_pending_instruction(conn, &m.id, None)?;
-            if let Ok(i) = serde_json::from_str::<Instruction>(p) {
-                return Ok(i);
+            match serde_json::from_str::<Instruction>(p) {
+                Ok(i) => return Ok(i),
+                Err(e) => tracing::warn!(machine = %m.id, error = %e, "stored instruction dropped"),
             }
         }
         Ok(self.planned_instruction(m))
@@ -299,7 +328,7 @@ impl Machines {
 
     /// The instruction the machine's state calls for (ignoring queued ones).
     fn planned_instruction(&self, m: &MachineRow) -> Instruction {
-        match state_of(m) {
+        match m.state {
             State::Assigned => Instruction::Chainload {
                 script_url: format!(
                     "{}/boot/{}.ipxe",

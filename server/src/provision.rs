@@ -9,67 +9,52 @@
 mod command;
 mod facts;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use dragonfly_proto::{Firmware, HardwareReport, normalize_mac};
 use futures_util::StreamExt;
-use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
 use crate::error::Error as DomainError;
-use crate::events::{EventHub, Published};
-use crate::machines::{
-    Actor, ListQuery, MachineDetail, Machines, OsImage, State, TargetDisk, catalogue,
-};
-use crate::store::Db;
-use crate::tinkerbell::objects::{self, MachineFacts};
-use crate::tinkerbell::templates::{OsFacts, TemplateSettings};
-use crate::tinkerbell::{
-    self, BootSignal, FollowOptions, Phase, Tinkerbell, TinkerbellArgs, TinkerbellCommand,
-    WorkflowUpdate,
-};
+use crate::machines::catalogue::Catalogue;
+use crate::machines::{Actor, Change, ListQuery, MachineDetail, MachineEvent, Machines, State};
+use crate::tinkerbell::objects;
+use crate::tinkerbell::templates::OsFacts;
+use crate::tinkerbell::{self, BootSignal, FollowOptions, Phase, Tinkerbell, WorkflowUpdate};
 pub use command::{render, run_command};
 use facts::disk_ref;
 pub use facts::{facts, os_facts};
-
-/// The hub event the boot face publishes each time a known machine asks for its boot
-/// script (`Machines::note(.., "netboot", ..)`), with the machine in its JSON. After the final
-/// action of a workflow started, it is the sign that the machine rebooted.
-pub const PXE_BOOT_EVENT: &str = "netboot";
 
 /// How often a failed cluster write is tried before the machine is marked failed.
 const ATTEMPTS: u32 = 3;
 
 /// Starts the glue with the system clock and default timings.
-pub fn spawn(tink: Tinkerbell, machines: Machines, hub: EventHub) -> JoinHandle<()> {
+pub fn spawn(tink: Tinkerbell, machines: Machines, catalogue: Catalogue) -> JoinHandle<()> {
     let opts = FollowOptions {
         final_action_timeout: tink.final_action_timeout(),
         ..FollowOptions::default()
     };
-    spawn_with(tink, machines, hub, Arc::new(SystemClock), opts)
+    spawn_with(tink, machines, catalogue, Arc::new(SystemClock), opts)
 }
 
 /// [`spawn`] with an explicit clock and follower options (tests use short backoffs).
 pub fn spawn_with(
     tink: Tinkerbell,
     machines: Machines,
-    hub: EventHub,
+    catalogue: Catalogue,
     clock: Arc<dyn Clock>,
     opts: FollowOptions,
 ) -> JoinHandle<()> {
-    // Subscribe before anything else runs, so no event published after spawn is missed.
-    let events = hub.subscribe();
+    // Subscribe before anything else runs, so no change published after spawn is missed.
+    let events = machines.subscribe();
     let glue = Glue {
         tink,
         machines,
+        catalogue,
         clock,
     };
     tokio::spawn(async move {
@@ -88,6 +73,7 @@ pub fn spawn_with(
 struct Glue {
     tink: Tinkerbell,
     machines: Machines,
+    catalogue: Catalogue,
     clock: Arc<dyn Clock>,
 }
 
@@ -149,10 +135,7 @@ impl Glue {
     /// The catalogue entry of the machine's OS, if it has one that still exists.
     async fn os_of(&self, m: &MachineDetail) -> Option<OsFacts> {
         let slug = m.machine.os.as_deref()?;
-        catalogue::get(self.machines.db(), slug)
-            .await
-            .ok()
-            .map(|os| os_facts(&os))
+        self.catalogue.get(slug).await.ok().map(|os| os_facts(&os))
     }
 
     /// Applies the Hardware of a (re)registered or edited machine. With an OS assigned, the
@@ -180,7 +163,7 @@ impl Glue {
         let Some(slug) = m.machine.os.clone() else {
             return Ok(());
         };
-        let os = os_facts(&catalogue::get(self.machines.db(), &slug).await?);
+        let os = os_facts(&self.catalogue.get(&slug).await?);
         let f = facts(&m);
         let ns = self.tink.namespace();
         let hw = objects::hardware(&f, Some(&os), ns)?;
@@ -220,12 +203,10 @@ impl Glue {
         }
     }
 
-    async fn on_event(&self, p: &Published, boots: &mpsc::UnboundedSender<BootSignal>) {
-        let Some(id) = p.machine_id.as_deref() else {
-            return;
-        };
-        match p.kind.as_str() {
-            "registered" | "reregistered" | "updated" => {
+    async fn on_event(&self, change: &Change, boots: &mpsc::UnboundedSender<BootSignal>) {
+        let id = change.machine_id.as_str();
+        match change.kind() {
+            MachineEvent::Registered | MachineEvent::Reregistered | MachineEvent::Updated => {
                 let r = self
                     .with_retries("Tinkerbell Hardware", id, || self.register(id))
                     .await;
@@ -233,13 +214,13 @@ impl Glue {
                     tracing::warn!(machine = %id, error = %e, "cannot apply the Tinkerbell Hardware");
                 }
             }
-            "os_assigned" | "reimaged" => self.on_install_event(id).await,
-            "cancelled" => {
+            MachineEvent::OsAssigned | MachineEvent::Reimaged => self.on_install_event(id).await,
+            MachineEvent::Cancelled => {
                 if let Err(e) = self.tink.delete_workflows(id).await {
                     tracing::warn!(machine = %id, error = %e, "cannot delete the Tinkerbell workflow");
                 }
             }
-            "deleted" => {
+            MachineEvent::Deleted => {
                 let r = async {
                     self.tink.delete_workflows(id).await?;
                     self.tink.delete_hardware(id).await
@@ -249,20 +230,26 @@ impl Glue {
                     tracing::warn!(machine = %id, error = %e, "cannot delete the Tinkerbell objects");
                 }
             }
-            PXE_BOOT_EVENT => {
-                let mac = serde_json::from_str::<Value>(&p.json).ok().and_then(|v| {
-                    v.pointer("/machine/boot_mac")
-                        .and_then(Value::as_str)
-                        .and_then(|m| normalize_mac(m).ok())
-                });
-                if let Some(mac) = mac {
+            // After the final action of a workflow started, a PXE boot is the sign that the
+            // machine rebooted.
+            MachineEvent::PxeBoot => {
+                if let Some(m) = &change.machine {
                     let _ = boots.send(BootSignal {
-                        mac,
+                        mac: m.boot_mac.clone(),
                         at_ms: self.clock.now_ms(),
                     });
                 }
             }
-            _ => {}
+            MachineEvent::HardwareChanged
+            | MachineEvent::IdentityMismatch
+            | MachineEvent::InstallStarted
+            | MachineEvent::InstallProgress
+            | MachineEvent::InstallSucceeded
+            | MachineEvent::InstallFailed
+            | MachineEvent::InstructionQueued
+            | MachineEvent::Chainloading
+            | MachineEvent::StateChanged
+            | MachineEvent::Status => {}
         }
     }
 
@@ -301,7 +288,7 @@ impl Glue {
 
     async fn on_events(
         &self,
-        mut events: tokio::sync::broadcast::Receiver<Published>,
+        mut events: tokio::sync::broadcast::Receiver<Arc<Change>>,
         boots: mpsc::UnboundedSender<BootSignal>,
     ) {
         self.reconcile().await;

@@ -1,33 +1,31 @@
-//! The state every handler receives. Passed explicitly; no globals, so every test builds
-//! its own.
+//! The application state, put together once in `lib.rs` and passed explicitly (no globals,
+//! so every test builds its own). Handlers never take it whole: each extracts only the parts
+//! it uses (`State<Machines>`, `State<Auth>`, ...) through `FromRef`, so a face cannot
+//! reach the store or anything else it was not handed.
 
 use std::sync::Arc;
 
-use crate::auth::Auth;
-use crate::boot::files::ArtefactCache;
-use crate::clock::Clock;
-use crate::config::Settings;
-use crate::events::EventHub;
-use crate::machines::Machines;
-use crate::metrics::Metrics;
-use crate::store::Db;
+use axum::extract::FromRef;
 
-#[derive(Clone)]
+use crate::artefact::ArtefactCache;
+use crate::auth::Auth;
+use crate::config::Settings;
+use crate::machines::Machines;
+use crate::machines::catalogue::Catalogue;
+use crate::metrics::Metrics;
+
+#[derive(Clone, FromRef)]
 pub struct AppState {
-    /// The machine domain service (owns its handles to the store, hub and clock).
+    /// The machine domain service (owns its handles to the store, the change hub and clock).
     pub machines: Machines,
+    /// The OS catalogue.
+    pub catalogue: Catalogue,
     /// Operators, sessions and API tokens.
     pub auth: Auth,
-    /// The store, for the OS catalogue and health checks.
-    pub db: Db,
-    /// Broadcast of every change, feeding SSE.
-    pub hub: EventHub,
-    /// Time source (tests use a manual clock).
-    pub clock: Arc<dyn Clock>,
-    /// Base URL and timing settings.
+    /// Base URL, timing and boot settings.
     pub settings: Arc<Settings>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// What the boot directory holds, re-read every couple of seconds.
+    /// What the boot directory holds, re-read every second or so.
     pub artefact: Arc<ArtefactCache>,
 }

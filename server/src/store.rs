@@ -56,6 +56,41 @@ impl StoreError {
     }
 }
 
+/// A stored value its column's type does not know, with where it was found.
+#[derive(Debug, thiserror::Error)]
+#[error("{column} of row {row}: {source}")]
+pub struct BadValue {
+    pub column: &'static str,
+    pub row: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Reads a typed column, naming the column (`table.column`) and the row's key when the
+/// stored value is not one the type knows: a corrupt or future row is an error, never a
+/// silent default.
+pub(crate) fn typed<T: rusqlite::types::FromSql>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    column: &'static str,
+    row: &dyn std::fmt::Display,
+) -> rusqlite::Result<T> {
+    r.get(idx).map_err(|e| match e {
+        rusqlite::Error::FromSqlConversionFailure(i, ty, source) => {
+            rusqlite::Error::FromSqlConversionFailure(
+                i,
+                ty,
+                Box::new(BadValue {
+                    column,
+                    row: row.to_string(),
+                    source,
+                }),
+            )
+        }
+        other => other,
+    })
+}
+
 /// The schema, oldest first. Never edit a released migration: add a new one.
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -148,6 +183,15 @@ impl Db {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Answers when a reader connection does (health checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(StoreError::from)
+        })
+        .await
     }
 
     /// Runs `f` with a read-only connection on the blocking pool.

@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::auth::Principal;
 use crate::auth::http::{authorize, principal};
+use crate::auth::{Auth, Principal};
 use crate::error::Error;
 use crate::machines::{Machine, State as MState};
 use crate::state::AppState;
@@ -81,8 +81,8 @@ pub fn router(state: AppState) -> Router<AppState> {
 }
 
 /// Like the API's guard, but a browser without a session is sent to the login page.
-async fn require_login(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let found = match principal(&state, req.headers()).await {
+async fn require_login(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
+    let found = match principal(&auth, req.headers()).await {
         Ok(p) => p,
         Err(e) => return error_page(&e),
     };

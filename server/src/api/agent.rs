@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::{header, request::Parts};
 use dragonfly_proto::{
     Heartbeat, HeartbeatResponse, Instruction, RegisterRequest, RegisterResponse,
@@ -13,20 +15,25 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::extract::{ApiJson, ApiQuery};
+use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::state::AppState;
-use crate::store::machines::MachineRow;
+use crate::machines::{AgentMachine as Agent, Machines};
+use crate::metrics::Metrics;
 
 /// The header carrying the enrollment secret (the agent reads it from `dragonfly.secret=`).
 pub const ENROLLMENT_HEADER: &str = "x-dragonfly-enrollment";
 
 /// The machine whose agent token authenticated this request.
-pub struct AgentMachine(pub MachineRow);
+pub struct AgentMachine(pub Agent);
 
-impl FromRequestParts<AppState> for AgentMachine {
+impl<S> FromRequestParts<S> for AgentMachine
+where
+    S: Send + Sync,
+    Machines: FromRef<S>,
+{
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -37,7 +44,10 @@ impl FromRequestParts<AppState> for AgentMachine {
             .ok_or_else(|| {
                 Error::Unauthorized("agent token required: Authorization: Bearer <token>".into())
             })?;
-        state.machines.by_token(token).await.map(AgentMachine)
+        Machines::from_ref(state)
+            .by_token(token)
+            .await
+            .map(AgentMachine)
     }
 }
 
@@ -60,24 +70,26 @@ impl FromRequestParts<AppState> for AgentMachine {
     )
 )]
 pub async fn register(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
+    State(settings): State<Arc<Settings>>,
+    State(metrics): State<Arc<Metrics>>,
     headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>> {
-    if let Some(secret) = &state.settings.enrollment_secret {
+    if let Some(secret) = &settings.enrollment_secret {
         let sent = headers
             .get(ENROLLMENT_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !crate::auth::same_secret(sent, secret) {
+        if !crate::secrets::same_secret(sent, secret) {
             tracing::warn!("registration refused: missing or wrong enrollment secret");
             return Err(Error::Forbidden(
                 "this server requires an enrollment secret (X-Dragonfly-Enrollment)".into(),
             ));
         }
     }
-    let resp = state.machines.register(req).await?;
-    state.metrics.registrations.inc();
+    let resp = machines.register(req).await?;
+    metrics.registrations.inc();
     tracing::info!(machine = %resp.machine_id, "agent registered");
     Ok(Json(resp))
 }
@@ -104,38 +116,30 @@ pub struct HeartbeatParams {
     )
 )]
 pub async fn heartbeat(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
+    State(metrics): State<Arc<Metrics>>,
     AgentMachine(machine): AgentMachine,
     ApiQuery(params): ApiQuery<HeartbeatParams>,
     ApiJson(hb): ApiJson<Heartbeat>,
 ) -> Result<Json<HeartbeatResponse>> {
     let wait = params.wait.unwrap_or(0).min(60);
-    // Subscribe before reading, so a change between the read and the wait is not missed.
-    let mut changes = (wait > 0).then(|| state.hub.subscribe());
-    let mut instruction = state.machines.heartbeat(&machine, hb).await?;
-    state.metrics.heartbeats.inc();
-    if let (Instruction::Wait { .. }, Some(rx)) = (&instruction, changes.as_mut()) {
+    // Watch before reading, so a change between the read and the wait is not missed. The
+    // waiter wakes only for this machine's changes.
+    let mut changes = (wait > 0).then(|| machines.watch(machine.id()));
+    let mut instruction = machines.heartbeat(&machine, hb).await?;
+    metrics.heartbeats.inc();
+    if let (Instruction::Wait { .. }, Some(waiter)) = (&instruction, changes.as_mut()) {
         let deadline = tokio::time::sleep(Duration::from_secs(u64::from(wait)));
         tokio::pin!(deadline);
         loop {
             tokio::select! {
                 _ = &mut deadline => break,
-                msg = rx.recv() => match msg {
-                    Ok(p) if p.machine_id.as_deref() == Some(machine.id.as_str()) => {
-                        instruction = state.machines.current_instruction(&machine.id).await?;
-                        if !matches!(instruction, Instruction::Wait { .. }) {
-                            break;
-                        }
+                _ = waiter.changed() => {
+                    instruction = machines.current_instruction(machine.id()).await?;
+                    if !matches!(instruction, Instruction::Wait { .. }) {
+                        break;
                     }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        instruction = state.machines.current_instruction(&machine.id).await?;
-                        if !matches!(instruction, Instruction::Wait { .. }) {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                },
+                }
             }
         }
     }

@@ -13,7 +13,10 @@ use super::extract::ApiJson;
 use crate::auth::Principal;
 use crate::auth::http::session_cookie;
 use crate::error::{Error, ErrorBody, Result};
-use crate::state::AppState;
+use std::sync::Arc;
+
+use crate::auth::Auth;
+use crate::config::Settings;
 
 /// Credentials for a session.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -46,7 +49,8 @@ pub struct Me {
     )
 )]
 pub async fn login(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
+    State(settings): State<Arc<Settings>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
     ApiJson(body): ApiJson<LoginRequest>,
@@ -54,12 +58,11 @@ pub async fn login(
     if body.username.len() > 64 || body.password.len() > 1024 {
         return Err(Error::Unauthorized("wrong username or password".into()));
     }
-    let s = state
-        .auth
+    let s = auth
         .login(Some(peer.ip()), &body.username, &body.password)
         .await?;
     tracing::info!(user = %s.username, peer = %peer.ip(), "operator logged in");
-    let jar = jar.add(session_cookie(s.cookie, state.settings.tls, false));
+    let jar = jar.add(session_cookie(s.cookie, settings.tls, false));
     Ok((
         jar,
         Json(Me {
@@ -79,14 +82,15 @@ pub async fn login(
     )
 )]
 pub async fn logout(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
+    State(settings): State<Arc<Settings>>,
     axum::Extension(p): axum::Extension<Principal>,
     jar: CookieJar,
 ) -> Result<(CookieJar, axum::http::StatusCode)> {
     if let Principal::Operator { session, .. } = &p {
-        state.auth.logout(session).await?;
+        auth.logout(session).await?;
     }
-    let jar = jar.add(session_cookie(String::new(), state.settings.tls, true));
+    let jar = jar.add(session_cookie(String::new(), settings.tls, true));
     Ok((jar, axum::http::StatusCode::NO_CONTENT))
 }
 

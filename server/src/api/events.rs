@@ -15,8 +15,7 @@ use utoipa::IntoParams;
 
 use super::extract::ApiQuery;
 use crate::error::{ErrorBody, Result};
-use crate::machines::EventView;
-use crate::state::AppState;
+use crate::machines::{EventView, Machines};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -37,19 +36,24 @@ pub struct StreamParams {
     responses((status = 200, description = "Server-sent events", content_type = "text/event-stream", body = String))
 )]
 pub async fn stream(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     ApiQuery(params): ApiQuery<StreamParams>,
 ) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
     let filter = params.machine;
-    let stream = BroadcastStream::new(state.hub.subscribe()).filter_map(move |msg| {
+    let stream = BroadcastStream::new(machines.subscribe()).filter_map(move |msg| {
         let filter = filter.clone();
         async move {
             match msg {
-                Ok(p) => {
-                    if filter.is_some() && p.machine_id != filter {
+                Ok(change) => {
+                    if filter.as_ref().is_some_and(|f| *f != change.machine_id) {
                         return None;
                     }
-                    Some(Ok(Event::default().event("machine").data(&*p.json)))
+                    // The one place a change becomes JSON.
+                    let body = serde_json::json!({
+                        "event": change.event,
+                        "machine": change.machine,
+                    });
+                    Some(Ok(Event::default().event("machine").data(body.to_string())))
                 }
                 Err(BroadcastStreamRecvError::Lagged(n)) => {
                     Some(Ok(Event::default().event("lagged").data(n.to_string())))
@@ -82,14 +86,12 @@ pub struct LogParams {
     )
 )]
 pub async fn log(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     ApiQuery(p): ApiQuery<LogParams>,
 ) -> Result<Json<Vec<EventView>>> {
     let limit = p.limit.unwrap_or(100);
     if limit == 0 || limit > 500 {
         return Err(crate::error::Error::invalid("limit", "must be 1–500"));
     }
-    Ok(Json(
-        state.machines.events(p.machine, p.before, limit).await?,
-    ))
+    Ok(Json(machines.events(p.machine, p.before, limit).await?))
 }

@@ -12,8 +12,7 @@ use crate::machines::{
     ListQuery, Machine, MachineDetail, MachinePage, MachineUpdate, QueuedAction, State as MState,
     TargetDisk,
 };
-use crate::state::AppState;
-use crate::store::machines::SortKey;
+use crate::machines::{Machines, SortKey};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -59,7 +58,7 @@ impl ListParams {
             if s == "offline" {
                 q.offline = Some(true);
             } else {
-                q.states.push(MState::parse(s).ok_or_else(|| {
+                q.states.push(MState::parse(s).map_err(|_| {
                     Error::invalid("state", format!("unknown state '{s}' (discovered, assigned, installing, installed, failed, offline)"))
                 })?);
             }
@@ -114,10 +113,10 @@ impl ListParams {
     )
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<MachinePage>> {
-    Ok(Json(state.machines.list(params.into_query()?).await?))
+    Ok(Json(machines.list(params.into_query()?).await?))
 }
 
 /// One machine with its hardware, NICs, disks and recent events.
@@ -130,10 +129,10 @@ pub async fn list(
     )
 )]
 pub async fn get(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     Path(id): Path<String>,
 ) -> Result<Json<MachineDetail>> {
-    Ok(Json(state.machines.get(&id).await?))
+    Ok(Json(machines.get(&id).await?))
 }
 
 /// Change hostname, tags or notes.
@@ -148,11 +147,11 @@ pub async fn get(
     )
 )]
 pub async fn update(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<MachineUpdate>,
 ) -> Result<Json<Machine>> {
-    Ok(Json(state.machines.update(&id, body).await?))
+    Ok(Json(machines.update(&id, body).await?))
 }
 
 /// Delete a machine. Its history stays in the event log; if it boots again it registers
@@ -165,8 +164,11 @@ pub async fn update(
         (status = 404, description = "No such machine", body = ErrorBody),
     )
 )]
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode> {
-    state.machines.delete(&id).await?;
+pub async fn delete(
+    State(machines): State<Machines>,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    machines.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -194,16 +196,11 @@ pub struct AssignRequest {
     )
 )]
 pub async fn assign(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AssignRequest>,
 ) -> Result<Json<Machine>> {
-    Ok(Json(
-        state
-            .machines
-            .assign(&id, body.os, body.target_disk)
-            .await?,
-    ))
+    Ok(Json(machines.assign(&id, body.os, body.target_disk).await?))
 }
 
 /// Reinstall.
@@ -228,15 +225,12 @@ pub struct ReimageRequest {
     )
 )]
 pub async fn reimage(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReimageRequest>,
 ) -> Result<Json<Machine>> {
     Ok(Json(
-        state
-            .machines
-            .reimage(&id, body.os, body.target_disk)
-            .await?,
+        machines.reimage(&id, body.os, body.target_disk).await?,
     ))
 }
 
@@ -251,10 +245,10 @@ pub async fn reimage(
     )
 )]
 pub async fn cancel(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     Path(id): Path<String>,
 ) -> Result<Json<Machine>> {
-    Ok(Json(state.machines.cancel(&id).await?))
+    Ok(Json(machines.cancel(&id).await?))
 }
 
 /// A one-shot instruction for the machine's agent.
@@ -276,12 +270,12 @@ pub struct InstructRequest {
     )
 )]
 pub async fn instruct(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<InstructRequest>,
 ) -> Result<(StatusCode, Json<Machine>)> {
     Ok((
         StatusCode::ACCEPTED,
-        Json(state.machines.queue(&id, body.action).await?),
+        Json(machines.queue(&id, body.action).await?),
     ))
 }

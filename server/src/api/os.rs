@@ -7,16 +7,15 @@ use axum::http::StatusCode;
 use super::extract::ApiJson;
 use crate::error::{ErrorBody, Result};
 use crate::machines::OsImage;
-use crate::machines::catalogue::{self, OsInput};
-use crate::state::AppState;
+use crate::machines::catalogue::{Catalogue, OsInput};
 
 /// The OS catalogue.
 #[utoipa::path(
     get, path = "/api/v1/os", tag = "os",
     responses((status = 200, description = "All entries", body = [OsImage]))
 )]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<OsImage>>> {
-    Ok(Json(catalogue::list(&state.db).await?))
+pub async fn list(State(catalogue): State<Catalogue>) -> Result<Json<Vec<OsImage>>> {
+    Ok(Json(catalogue.list().await?))
 }
 
 /// One catalogue entry.
@@ -28,8 +27,11 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<OsImage>>> {
         (status = 404, description = "No such entry", body = ErrorBody),
     )
 )]
-pub async fn get(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Json<OsImage>> {
-    Ok(Json(catalogue::get(&state.db, &slug).await?))
+pub async fn get(
+    State(catalogue): State<Catalogue>,
+    Path(slug): Path<String>,
+) -> Result<Json<OsImage>> {
+    Ok(Json(catalogue.get(&slug).await?))
 }
 
 /// Add an entry.
@@ -43,10 +45,10 @@ pub async fn get(State(state): State<AppState>, Path(slug): Path<String>) -> Res
     )
 )]
 pub async fn create(
-    State(state): State<AppState>,
+    State(catalogue): State<Catalogue>,
     ApiJson(body): ApiJson<OsInput>,
 ) -> Result<(StatusCode, Json<OsImage>)> {
-    let os = catalogue::create(&state.db, body, state.clock.now_ms()).await?;
+    let os = catalogue.create(body).await?;
     Ok((StatusCode::CREATED, Json(os)))
 }
 
@@ -62,13 +64,11 @@ pub async fn create(
     )
 )]
 pub async fn update(
-    State(state): State<AppState>,
+    State(catalogue): State<Catalogue>,
     Path(slug): Path<String>,
     ApiJson(body): ApiJson<OsInput>,
 ) -> Result<Json<OsImage>> {
-    Ok(Json(
-        catalogue::update(&state.db, &slug, body, state.clock.now_ms()).await?,
-    ))
+    Ok(Json(catalogue.update(&slug, body).await?))
 }
 
 /// Delete an entry that is neither built in nor assigned.
@@ -81,7 +81,10 @@ pub async fn update(
         (status = 409, description = "Built in or in use", body = ErrorBody),
     )
 )]
-pub async fn delete(State(state): State<AppState>, Path(slug): Path<String>) -> Result<StatusCode> {
-    catalogue::delete(&state.db, &slug).await?;
+pub async fn delete(
+    State(catalogue): State<Catalogue>,
+    Path(slug): Path<String>,
+) -> Result<StatusCode> {
+    catalogue.delete(&slug).await?;
     Ok(StatusCode::NO_CONTENT)
 }

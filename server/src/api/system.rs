@@ -7,9 +7,13 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use std::sync::Arc;
+
+use crate::artefact::{Artefact, ArtefactCache};
+use crate::config::Settings;
 use crate::error::Result;
-use crate::metrics::StateLabels;
-use crate::state::AppState;
+use crate::machines::Machines;
+use crate::metrics::{Metrics, StateLabels};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -19,7 +23,7 @@ pub struct Health {
     /// The URL machines use to reach this server.
     pub base_url: String,
     /// The netboot artefact machines PXE-boot into.
-    pub netboot: crate::boot::files::Artefact,
+    pub netboot: Artefact,
     /// Whether the TFTP server for the iPXE first stage runs.
     pub tftp: bool,
 }
@@ -33,20 +37,18 @@ pub struct Health {
         (status = 500, description = "Database unavailable", body = crate::error::ErrorBody),
     )
 )]
-pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>> {
-    state
-        .db
-        .read(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(crate::store::StoreError::from)
-        })
-        .await?;
+pub async fn healthz(
+    State(machines): State<Machines>,
+    State(settings): State<Arc<Settings>>,
+    State(artefact): State<Arc<ArtefactCache>>,
+) -> Result<Json<Health>> {
+    machines.ping().await?;
     Ok(Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        base_url: state.settings.base_url.clone(),
-        netboot: crate::boot::status(&state).await,
-        tftp: state.settings.tftp,
+        base_url: settings.base_url.clone(),
+        netboot: artefact.get().await,
+        tftp: settings.tftp,
     }))
 }
 
@@ -55,19 +57,20 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>> {
     get, path = "/metrics", tag = "system",
     responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String))
 )]
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse> {
-    let (by_state, offline) = state.machines.counts().await?;
+pub async fn metrics(
+    State(machines): State<Machines>,
+    State(metrics): State<Arc<Metrics>>,
+) -> Result<impl IntoResponse> {
+    let (by_state, offline) = machines.counts().await?;
     for (s, n) in by_state {
-        state
-            .metrics
+        metrics
             .machines
             .get_or_create(&StateLabels {
                 state: s.as_str().into(),
             })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
-    state
-        .metrics
+    metrics
         .offline
         .set(i64::try_from(offline).unwrap_or(i64::MAX));
     Ok((
@@ -75,6 +78,6 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse>
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        metrics.encode(),
     ))
 }

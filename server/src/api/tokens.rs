@@ -7,9 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::ApiJson;
-use crate::auth::{Principal, Scope, TokenView};
+use crate::auth::{Auth, Principal, Scope, TokenView};
 use crate::error::{Error, ErrorBody, Result};
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,11 +47,11 @@ fn require_admin(p: &Principal) -> Result<()> {
     )
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
     axum::Extension(p): axum::Extension<Principal>,
 ) -> Result<Json<Vec<TokenView>>> {
     require_admin(&p)?;
-    Ok(Json(state.auth.tokens().await?))
+    Ok(Json(auth.tokens().await?))
 }
 
 /// Create an API token; its secret is in this response only.
@@ -67,15 +66,12 @@ pub async fn list(
     )
 )]
 pub async fn create(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
     axum::Extension(p): axum::Extension<Principal>,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>)> {
     require_admin(&p)?;
-    let (token, secret) = state
-        .auth
-        .create_token(&body.name, body.scope, &p.name())
-        .await?;
+    let (token, secret) = auth.create_token(&body.name, body.scope, &p.name()).await?;
     tracing::info!(token = %token.id, by = %p.name(), "API token created");
     Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })))
 }
@@ -92,12 +88,12 @@ pub async fn create(
     )
 )]
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
     axum::Extension(p): axum::Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     require_admin(&p)?;
-    state.auth.revoke_token(&id).await?;
+    auth.revoke_token(&id).await?;
     tracing::info!(token = %id, by = %p.name(), "API token revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,9 +12,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 
-use super::{Principal, Scope, same_secret};
+use super::{Auth, Principal, Scope, same_secret};
 use crate::error::{Error, Result};
-use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "dragonfly_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -28,13 +27,13 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Finds the principal of a request without enforcing anything.
-pub async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>> {
+pub async fn principal(auth: &Auth, headers: &HeaderMap) -> Result<Option<Principal>> {
     if let Some(token) = bearer(headers) {
-        return state.auth.token(token).await;
+        return auth.token(token).await;
     }
     let jar = CookieJar::from_headers(headers);
     match jar.get(SESSION_COOKIE) {
-        Some(c) if c.value().len() <= 128 => state.auth.session(c.value()).await,
+        Some(c) if c.value().len() <= 128 => auth.session(c.value()).await,
         _ => Ok(None),
     }
 }
@@ -64,12 +63,8 @@ pub fn authorize(principal: &Principal, method: &Method, headers: &HeaderMap) ->
 
 /// Middleware for every non-public route: 401 without credentials, 403 when they do not
 /// allow the request; otherwise the [`Principal`] is put in the request's extensions.
-pub async fn require_operator(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let found = match principal(&state, req.headers()).await {
+pub async fn require_operator(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
+    let found = match principal(&auth, req.headers()).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };

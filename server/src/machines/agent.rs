@@ -1,6 +1,15 @@
 //! The agent side of the machine domain: registration and heartbeats.
 
-use super::*;
+use dragonfly_proto::{
+    HardwareReport, Heartbeat, Instruction, Phase, RegisterRequest, RegisterResponse,
+};
+
+use super::{
+    Actor, AgentMachine, Change, Committed, Event, Log, MachineEvent, Machines, State, identity,
+    lifecycle, load, new_token, status_of, token_hash,
+};
+use crate::error::{Error, Result};
+use crate::store::machines as store;
 
 impl Machines {
     /// Registers (or re-registers) a machine from its agent's report. Idempotent per machine:
@@ -22,7 +31,7 @@ impl Machines {
         let digest = identity::digest(&req.report);
         let nic_rows = identity::nic_rows(&req.report);
         let disk_rows = identity::disk_rows(&req.report);
-        let (resp, change) = self
+        let (resp, done) = self
             .db
             .write(move |tx| -> Result<_> {
                 let report = &req.report;
@@ -41,7 +50,7 @@ impl Machines {
                             log.add(
                                 tx,
                                 &id,
-                                "identity_mismatch",
+                                MachineEvent::IdentityMismatch,
                                 Actor::Agent,
                                 None,
                                 format!("matched by {how}; {}", conflicts.join("; ")),
@@ -53,7 +62,14 @@ impl Machines {
                                 let summary = serde_json::from_str::<HardwareReport>(&old_json)
                                     .map(|old| identity::diff(&old, report).join("; "))
                                     .unwrap_or_else(|_| "hardware report changed".into());
-                                log.add(tx, &id, "hardware_changed", Actor::Agent, None, summary)?;
+                                log.add(
+                                    tx,
+                                    &id,
+                                    MachineEvent::HardwareChanged,
+                                    Actor::Agent,
+                                    None,
+                                    summary,
+                                )?;
                                 store::insert_report(tx, &id, &digest, &report_json, now)?;
                             }
                             Some(_) => {}
@@ -62,7 +78,7 @@ impl Machines {
                         log.add(
                             tx,
                             &id,
-                            "reregistered",
+                            MachineEvent::Reregistered,
                             Actor::Agent,
                             None,
                             format!("agent {}", req.agent_version),
@@ -73,12 +89,12 @@ impl Machines {
                         // Time-ordered (UUIDv7): new machines append to the id index
                         // instead of dirtying a random page of it on every registration.
                         let id = uuid::Uuid::now_v7().to_string();
-                        store::insert(tx, &id, &ident, State::Discovered.as_str(), &hash, now)?;
+                        store::insert(tx, &id, &ident, State::Discovered, &hash, now)?;
                         store::insert_report(tx, &id, &digest, &report_json, now)?;
                         log.add(
                             tx,
                             &id,
-                            "registered",
+                            MachineEvent::Registered,
                             Actor::Agent,
                             Some((State::Discovered, State::Discovered)),
                             format!("boot MAC {}", ident.boot_mac),
@@ -98,23 +114,24 @@ impl Machines {
                 };
                 Ok((
                     resp,
-                    Change {
+                    Committed {
                         events: log.events,
                         machine: Some(m),
                     },
                 ))
             })
             .await?;
-        self.publish(change);
+        self.publish(done);
         Ok(resp)
     }
 
     /// The machine an agent token belongs to.
-    pub async fn by_token(&self, token: &str) -> Result<MachineRow> {
+    pub async fn by_token(&self, token: &str) -> Result<AgentMachine> {
         let hash = token_hash(token);
         self.db
             .read(move |c| store::by_token_hash(c, &hash))
             .await?
+            .map(AgentMachine)
             .ok_or_else(|| {
                 Error::Unauthorized("unknown or replaced agent token; register again".into())
             })
@@ -122,7 +139,8 @@ impl Machines {
 
     /// Records a heartbeat from the agent of machine `current` (as just read with its token)
     /// and answers its next instruction.
-    pub async fn heartbeat(&self, current: &MachineRow, hb: Heartbeat) -> Result<Instruction> {
+    pub async fn heartbeat(&self, agent: &AgentMachine, hb: Heartbeat) -> Result<Instruction> {
+        let current = &agent.0;
         if hb.progress.is_some_and(|p| p > 100) {
             return Err(Error::invalid("progress", "must be 0–100"));
         }
@@ -132,7 +150,7 @@ impl Machines {
         let now = self.clock.now_ms();
         // The common case: nothing but "still here". No write, no event.
         let quiet = matches!(hb.phase, Phase::Waiting)
-            && current.phase.as_deref() == Some("waiting")
+            && current.phase == Some(Phase::Waiting)
             && hb.progress.is_none_or(|p| current.progress == Some(p))
             && hb
                 .message
@@ -145,17 +163,15 @@ impl Machines {
         }
         let id = current.id.clone();
         let this = self.clone();
-        let (instruction, change) = self
+        let (instruction, done) = self
             .db
             .write(move |tx| -> Result<_> {
                 let m = load(tx, &id)?;
                 store::touch(tx, &id, now)?;
                 let mut log = Log::new(now);
-                let from = state_of(&m);
+                let from = m.state;
                 let mut status = status_of(&m);
-                let phase = serde_json::to_value(hb.phase)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string));
+                let phase = Some(hb.phase);
                 let changed_phase = status.phase != phase
                     || (hb.progress.is_some() && status.progress != hb.progress)
                     || (hb.message.is_some() && status.status_message != hb.message);
@@ -183,12 +199,12 @@ impl Machines {
                     }
                 }
                 if to != from {
-                    status.state = to.as_str().to_string();
+                    status.state = to;
                     let kind = match to {
-                        State::Installing => "install_started",
-                        State::Installed => "install_succeeded",
-                        State::Failed => "install_failed",
-                        _ => "state_changed",
+                        State::Installing => MachineEvent::InstallStarted,
+                        State::Installed => MachineEvent::InstallSucceeded,
+                        State::Failed => MachineEvent::InstallFailed,
+                        _ => MachineEvent::StateChanged,
                     };
                     log.add(
                         tx,
@@ -198,13 +214,11 @@ impl Machines {
                         Some((from, to)),
                         hb.message.clone().unwrap_or_default(),
                     )?;
-                } else if hb.phase == Phase::Chainloading
-                    && m.phase.as_deref() != Some("chainloading")
-                {
+                } else if hb.phase == Phase::Chainloading && m.phase != Some(Phase::Chainloading) {
                     log.add(
                         tx,
                         &id,
-                        "chainloading",
+                        MachineEvent::Chainloading,
                         Actor::Agent,
                         None,
                         hb.message.clone().unwrap_or_default(),
@@ -219,23 +233,21 @@ impl Machines {
                 let machine = (changed_phase || to != from || !log.events.is_empty()).then_some(m);
                 Ok((
                     instruction,
-                    Change {
+                    Committed {
                         events: log.events,
                         machine,
                     },
                 ))
             })
             .await?;
-        if let Some(m) = change.machine.clone() {
-            if change.events.is_empty() {
-                self.hub.publish(
-                    Some(m.id.clone()),
-                    "status".into(),
-                    serde_json::json!({ "event": null, "machine": self.view(m) }).to_string(),
-                );
-            }
+        if let (Some(m), true) = (&done.machine, done.events.is_empty()) {
+            self.send(Change {
+                machine_id: m.id.clone(),
+                event: None,
+                machine: Some(self.view(m.clone())),
+            });
         }
-        self.publish(change);
+        self.publish(done);
         Ok(instruction)
     }
 

@@ -6,6 +6,9 @@ use utoipa::ToSchema;
 
 use super::OsImage;
 use crate::error::{Error, Result};
+use std::sync::Arc;
+
+use crate::clock::Clock;
 use crate::store::{Db, StoreError, os as store};
 
 /// A catalogue entry as an operator writes it.
@@ -95,70 +98,91 @@ fn row(slug: String, input: OsInput, builtin: bool, now: i64, created: i64) -> s
     }
 }
 
-pub async fn list(db: &Db) -> Result<Vec<OsImage>> {
-    let rows = db.read(store::list).await.map_err(Error::from)?;
-    Ok(rows.into_iter().map(OsImage::from).collect())
+/// The OS catalogue service; cheap to clone.
+#[derive(Clone)]
+pub struct Catalogue {
+    db: Db,
+    clock: Arc<dyn Clock>,
 }
 
-pub async fn get(db: &Db, slug: &str) -> Result<OsImage> {
-    let s = slug.to_string();
-    db.read(move |c| store::get(c, &s))
-        .await
-        .map_err(Error::from)?
-        .map(OsImage::from)
-        .ok_or_else(|| Error::not_found(format!("OS {slug}")))
-}
+impl Catalogue {
+    pub fn new(db: Db, clock: Arc<dyn Clock>) -> Catalogue {
+        Catalogue { db, clock }
+    }
 
-pub async fn create(db: &Db, input: OsInput, now: i64) -> Result<OsImage> {
-    let slug = input
-        .slug
-        .clone()
-        .ok_or_else(|| Error::invalid("slug", "required"))?;
-    validate_slug(&slug)?;
-    validate(&input)?;
-    let r = row(slug.clone(), input, false, now, now);
-    db.write(move |tx| -> Result<_> {
-        store::insert(tx, &r).map_err(|e: StoreError| {
-            if e.is_constraint() {
-                Error::Conflict(format!("an OS with slug '{}' already exists", r.slug))
-            } else {
-                e.into()
-            }
-        })?;
-        Ok(OsImage::from(r))
-    })
-    .await
-}
+    pub async fn list(&self) -> Result<Vec<OsImage>> {
+        let rows = self.db.read(store::list).await.map_err(Error::from)?;
+        Ok(rows.into_iter().map(OsImage::from).collect())
+    }
 
-pub async fn update(db: &Db, slug: &str, input: OsInput, now: i64) -> Result<OsImage> {
-    validate(&input)?;
-    let slug = slug.to_string();
-    db.write(move |tx| -> Result<_> {
-        let old = store::get(tx, &slug)?.ok_or_else(|| Error::not_found(format!("OS {slug}")))?;
-        let r = row(slug, input, old.builtin, now, old.created_at);
-        store::update(tx, &r)?;
-        Ok(OsImage::from(r))
-    })
-    .await
-}
+    pub async fn get(&self, slug: &str) -> Result<OsImage> {
+        let s = slug.to_string();
+        self.db
+            .read(move |c| store::get(c, &s))
+            .await
+            .map_err(Error::from)?
+            .map(OsImage::from)
+            .ok_or_else(|| Error::not_found(format!("OS {slug}")))
+    }
 
-pub async fn delete(db: &Db, slug: &str) -> Result<()> {
-    let slug = slug.to_string();
-    db.write(move |tx| -> Result<_> {
-        let old = store::get(tx, &slug)?.ok_or_else(|| Error::not_found(format!("OS {slug}")))?;
-        if old.builtin {
-            return Err(Error::Conflict(format!(
-                "'{slug}' is built in; edit its image_url instead of deleting it"
-            )));
-        }
-        let n = store::machines_using(tx, &slug)?;
-        if n > 0 {
-            return Err(Error::Conflict(format!(
-                "'{slug}' is assigned to {n} machine(s)"
-            )));
-        }
-        store::delete(tx, &slug)?;
-        Ok(())
-    })
-    .await
+    pub async fn create(&self, input: OsInput) -> Result<OsImage> {
+        let now = self.clock.now_ms();
+        let slug = input
+            .slug
+            .clone()
+            .ok_or_else(|| Error::invalid("slug", "required"))?;
+        validate_slug(&slug)?;
+        validate(&input)?;
+        let r = row(slug.clone(), input, false, now, now);
+        self.db
+            .write(move |tx| -> Result<_> {
+                store::insert(tx, &r).map_err(|e: StoreError| {
+                    if e.is_constraint() {
+                        Error::Conflict(format!("an OS with slug '{}' already exists", r.slug))
+                    } else {
+                        e.into()
+                    }
+                })?;
+                Ok(OsImage::from(r))
+            })
+            .await
+    }
+
+    pub async fn update(&self, slug: &str, input: OsInput) -> Result<OsImage> {
+        let now = self.clock.now_ms();
+        validate(&input)?;
+        let slug = slug.to_string();
+        self.db
+            .write(move |tx| -> Result<_> {
+                let old =
+                    store::get(tx, &slug)?.ok_or_else(|| Error::not_found(format!("OS {slug}")))?;
+                let r = row(slug, input, old.builtin, now, old.created_at);
+                store::update(tx, &r)?;
+                Ok(OsImage::from(r))
+            })
+            .await
+    }
+
+    pub async fn delete(&self, slug: &str) -> Result<()> {
+        let slug = slug.to_string();
+        self.db
+            .write(move |tx| -> Result<_> {
+                let old =
+                    store::get(tx, &slug)?.ok_or_else(|| Error::not_found(format!("OS {slug}")))?;
+                if old.builtin {
+                    return Err(Error::Conflict(format!(
+                        "'{slug}' is built in; edit its image_url instead of deleting it"
+                    )));
+                }
+                let n = store::machines_using(tx, &slug)?;
+                if n > 0 {
+                    return Err(Error::Conflict(format!(
+                        "'{slug}' is assigned to {n} machine(s)"
+                    )));
+                }
+                store::delete(tx, &slug)?;
+                Ok(())
+            })
+            .await
+    }
 }

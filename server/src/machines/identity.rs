@@ -198,13 +198,7 @@ pub fn identity(report: &HardwareReport, agent_version: &str) -> Identity {
         product: sys.product.clone(),
         agent_version: Some(agent_version.chars().take(64).collect()),
         arch: report.arch.clone(),
-        firmware: report.firmware.map(|f| {
-            match f {
-                dragonfly_proto::Firmware::Bios => "bios",
-                dragonfly_proto::Firmware::Uefi => "uefi",
-            }
-            .to_string()
-        }),
+        firmware: report.firmware,
         cpu_model: report.cpu.as_ref().and_then(|c| c.model.clone()),
         cpu_threads: report.cpu.as_ref().map(|c| c.threads),
         memory_bytes: report.memory_bytes,
@@ -247,10 +241,7 @@ pub fn disk_rows(report: &HardwareReport) -> Vec<DiskRow> {
             serial: d.serial.clone(),
             wwn: d.wwn.clone(),
             rotational: d.rotational,
-            transport: d
-                .transport
-                .and_then(|t| serde_json::to_value(t).ok())
-                .and_then(|v| v.as_str().map(str::to_string)),
+            transport: d.transport,
         })
         .collect()
 }
@@ -369,12 +360,8 @@ pub fn diff(old: &HardwareReport, new: &HardwareReport) -> Vec<String> {
     for d in a.difference(&b) {
         out.push(format!("disk {d} removed"));
     }
-    if old.memory_bytes != new.memory_bytes {
-        out.push(format!(
-            "memory {} → {}",
-            gib(old.memory_bytes),
-            gib(new.memory_bytes)
-        ));
+    if let Some(change) = memory_change(old, new) {
+        out.push(change);
     }
     let cpu = |r: &HardwareReport| r.cpu.as_ref().and_then(|c| c.model.clone());
     if cpu(old) != cpu(new) {
@@ -410,11 +397,55 @@ pub fn diff(old: &HardwareReport, new: &HardwareReport) -> Vec<String> {
     out
 }
 
-fn gib(bytes: Option<u64>) -> String {
-    match bytes {
-        Some(b) => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        None => "unknown".into(),
+/// Installed memory as a person counts it: the DIMMs (count and total size) when both reports
+/// list them, else the kernel's MemTotal with a tolerance, since MemTotal moves by a few MiB
+/// between kernels and boots (reserved and firmware memory) while the hardware stays the same.
+fn memory_change(old: &HardwareReport, new: &HardwareReport) -> Option<String> {
+    let dimms = |r: &HardwareReport| {
+        let sizes: Vec<u64> = r
+            .smbios
+            .memory
+            .iter()
+            .filter_map(|m| m.size_bytes)
+            .collect();
+        (!sizes.is_empty()).then(|| {
+            (
+                sizes.len(),
+                sizes.iter().fold(0u64, |a, b| a.saturating_add(*b)),
+            )
+        })
+    };
+    if let (Some((n_old, old_total)), Some((n_new, new_total))) = (dimms(old), dimms(new)) {
+        return ((n_old, old_total) != (n_new, new_total)).then(|| {
+            format!(
+                "memory {n_old} DIMM(s), {} → {n_new} DIMM(s), {}",
+                size(old_total, new_total),
+                size(new_total, old_total)
+            )
+        });
     }
+    match (old.memory_bytes, new.memory_bytes) {
+        (Some(a), Some(b)) => {
+            // 2 % or 256 MiB, whichever is larger: no DIMM is smaller than that.
+            let tolerance = (a.max(b) / 50).max(256 << 20);
+            (a.abs_diff(b) > tolerance).then(|| format!("memory {} → {}", size(a, b), size(b, a)))
+        }
+        (None, None) => None,
+        (a, b) => Some(format!(
+            "memory {} → {}",
+            a.map_or("unknown".into(), |a| size(a, b.unwrap_or(a))),
+            b.map_or("unknown".into(), |b| size(b, a.unwrap_or(b)))
+        )),
+    }
+}
+
+/// `bytes` in GiB, with as many decimals as it takes to tell it from `other` (up to three).
+fn size(bytes: u64, other: u64) -> String {
+    let gib = |b: u64, d: usize| format!("{:.*} GiB", d, b as f64 / (1u64 << 30) as f64);
+    (1..=3)
+        .map(|d| (gib(bytes, d), gib(other, d)))
+        .find(|(a, b)| a != b)
+        .map_or_else(|| gib(bytes, 1), |(a, _)| a)
 }
 
 #[cfg(test)]
@@ -489,5 +520,34 @@ mod tests {
         });
         assert_ne!(digest(&a), digest(&b));
         assert_eq!(diff(&a, &b), vec!["disk DISK2 added".to_string()]);
+    }
+
+    #[test]
+    fn memory_changes_are_told_as_a_person_would() {
+        let mut old = report();
+        let mut new = report();
+        // MemTotal moves by a few KiB between boots: not a change.
+        old.memory_bytes = Some(433_000_000);
+        new.memory_bytes = Some(433_004_096);
+        assert_eq!(memory_change(&old, &new), None);
+        // A DIMM more is, and the values printed differ.
+        new.memory_bytes = Some(16 << 30);
+        let said = memory_change(&old, &new).unwrap();
+        assert_eq!(said, "memory 0.4 GiB → 16.0 GiB");
+        // With DIMMs on both sides they decide, whatever MemTotal says.
+        let dimm = |gib: u64| dragonfly_proto::MemoryDevice {
+            size_bytes: Some(gib << 30),
+            ..Default::default()
+        };
+        old.smbios.memory = vec![dimm(8), dimm(8)];
+        new.smbios.memory = vec![dimm(8), dimm(8)];
+        assert_eq!(memory_change(&old, &new), None);
+        new.smbios.memory.push(dimm(16));
+        assert_eq!(
+            memory_change(&old, &new).unwrap(),
+            "memory 2 DIMM(s), 16.0 GiB → 3 DIMM(s), 32.0 GiB"
+        );
+        // Close values get the decimals that tell them apart.
+        assert_eq!(size(1 << 30, (1 << 30) + (20 << 20)), "1.00 GiB");
     }
 }

@@ -1,23 +1,14 @@
 //! The domain's views of machines, events and OS images, as the API and UI show them.
 
-use dragonfly_proto::HardwareReport;
-use serde::{Deserialize, Serialize};
+use dragonfly_proto::{Firmware, HardwareReport, Phase, Transport};
+use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::lifecycle::State;
 use crate::clock::rfc3339;
 use crate::store::events::EventRow;
 use crate::store::machines::{DiskRow, MachineRow, NicRow};
 use crate::store::os::OsRow;
-
-/// The disk an OS is installed on, chosen by a stable identifier — never by a kernel name
-/// such as `sda`, which can change between boots.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum TargetDisk {
-    Serial(String),
-    Wwn(String),
-}
+use crate::vocab::{Actor, MachineEvent, State, TargetDisk};
 
 /// A machine as listed.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -37,14 +28,14 @@ pub struct Machine {
     pub os: Option<String>,
     pub target_disk: Option<TargetDisk>,
     /// Last phase the agent or installer reported.
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
     /// Install progress, 0–100.
     pub progress: Option<u8>,
     pub status_message: Option<String>,
     pub tags: Vec<String>,
     pub notes: String,
     pub arch: Option<String>,
-    pub firmware: Option<String>,
+    pub firmware: Option<Firmware>,
     pub cpu_model: Option<String>,
     pub cpu_threads: Option<u32>,
     pub memory_bytes: Option<u64>,
@@ -60,11 +51,8 @@ impl Machine {
     pub fn from_row(r: MachineRow, offline_before: i64) -> Machine {
         Machine {
             offline: r.last_seen_at.is_none_or(|t| t < offline_before),
-            state: State::parse(&r.state).unwrap_or(State::Discovered),
-            target_disk: r
-                .target_disk
-                .as_deref()
-                .and_then(|t| serde_json::from_str(t).ok()),
+            state: r.state,
+            target_disk: r.target_disk,
             id: r.id,
             boot_mac: r.boot_mac,
             hostname: r.hostname,
@@ -131,7 +119,7 @@ pub struct DiskView {
     pub serial: Option<String>,
     pub wwn: Option<String>,
     pub rotational: Option<bool>,
-    pub transport: Option<String>,
+    pub transport: Option<Transport>,
 }
 
 impl From<DiskRow> for DiskView {
@@ -167,14 +155,10 @@ pub struct EventView {
     pub id: i64,
     pub at: String,
     pub machine_id: Option<String>,
-    /// `registered`, `reregistered`, `hardware_changed`, `os_assigned`, `install_started`,
-    /// `install_succeeded`, `install_failed`, `reimaged`, `cancelled`, `updated`, `deleted`,
-    /// `instruction_queued`, `chainloading`, `identity_mismatch`, `netboot`.
-    pub kind: String,
-    /// `agent`, `operator`, `tinkerbell`, `boot` or `system`.
-    pub actor: String,
-    pub from_state: Option<String>,
-    pub to_state: Option<String>,
+    pub kind: MachineEvent,
+    pub actor: Actor,
+    pub from_state: Option<State>,
+    pub to_state: Option<State>,
     pub message: String,
 }
 

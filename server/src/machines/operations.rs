@@ -1,7 +1,18 @@
 //! Everything else that happens to a machine: lifecycle transitions (operators, the boot
 //! flow, Tinkerbell), details and tags, queued actions, deletion, and the read side.
 
-use super::*;
+use rusqlite::Connection;
+
+use super::{
+    Actor, Committed, DiskView, Event, EventView, ListQuery, Log, Machine, MachineDetail,
+    MachineEvent, MachinePage, MachineUpdate, Machines, NicView, QueuedAction, State, TargetDisk,
+    lifecycle, load, status_of, validate_hostname, validate_tag,
+};
+use crate::error::{Error, Result};
+use crate::store::events as event_store;
+use crate::store::machines::{self as store, ListFilter, MachineRow, Status};
+use crate::store::os as os_store;
+use dragonfly_proto::{Instruction, Phase};
 
 impl Machines {
     /// Applies one lifecycle event on behalf of an operator, the boot flow or Tinkerbell.
@@ -11,7 +22,7 @@ impl Machines {
         id: &str,
         event: Event,
         actor: Actor,
-        kind: &'static str,
+        kind: MachineEvent,
         message: String,
         adjust: F,
     ) -> Result<Machine>
@@ -24,15 +35,15 @@ impl Machines {
             .db
             .write(move |tx| -> Result<_> {
                 let m = load(tx, &id)?;
-                let from = state_of(&m);
+                let from = m.state;
                 let to = lifecycle::next(from, event)?;
                 let mut status = status_of(&m);
-                status.state = to.as_str().to_string();
+                status.state = to;
                 adjust(tx, &m, &mut status)?;
                 store::set_status(tx, &id, &status, now)?;
                 let mut log = Log::new(now);
                 log.add(tx, &id, kind, actor, Some((from, to)), message)?;
-                Ok(Change {
+                Ok(Committed {
                     events: log.events,
                     machine: Some(load(tx, &id)?),
                 })
@@ -54,7 +65,7 @@ impl Machines {
             id,
             Event::Assign,
             Actor::Operator,
-            "os_assigned",
+            MachineEvent::OsAssigned,
             message,
             move |tx, m, st| {
                 check_os(tx, &os)?;
@@ -79,7 +90,7 @@ impl Machines {
             id,
             Event::Reimage,
             Actor::Operator,
-            "reimaged",
+            MachineEvent::Reimaged,
             os.clone().unwrap_or_default(),
             move |tx, m, st| {
                 let slug = os.or_else(|| m.os_slug.clone()).ok_or_else(|| {
@@ -105,7 +116,7 @@ impl Machines {
             id,
             Event::Cancel,
             Actor::Operator,
-            "cancelled",
+            MachineEvent::Cancelled,
             String::new(),
             |_, _, st| {
                 st.os_slug = None;
@@ -126,10 +137,10 @@ impl Machines {
             id,
             Event::Start,
             actor,
-            "install_started",
+            MachineEvent::InstallStarted,
             message,
             |_, _, st| {
-                st.phase = Some("installing".into());
+                st.phase = Some(Phase::Installing);
                 st.progress = Some(st.progress.unwrap_or(0));
                 Ok(())
             },
@@ -149,7 +160,7 @@ impl Machines {
             id,
             Event::Progress,
             actor,
-            "install_progress",
+            MachineEvent::InstallProgress,
             action.clone(),
             move |_, _, st| {
                 st.progress = Some(progress.min(100));
@@ -169,12 +180,12 @@ impl Machines {
         message: String,
     ) -> Result<Machine> {
         let (event, kind) = if ok {
-            (Event::Succeed, "install_succeeded")
+            (Event::Succeed, MachineEvent::InstallSucceeded)
         } else {
-            (Event::Fail, "install_failed")
+            (Event::Fail, MachineEvent::InstallFailed)
         };
         self.transition(id, event, actor, kind, message.clone(), move |_, _, st| {
-            st.phase = Some(if ok { "installed" } else { "failed" }.into());
+            st.phase = Some(if ok { Phase::Installed } else { Phase::Failed });
             if ok {
                 st.progress = Some(100);
             }
@@ -188,7 +199,7 @@ impl Machines {
     pub async fn note(
         &self,
         id: &str,
-        kind: &'static str,
+        kind: MachineEvent,
         actor: Actor,
         message: String,
     ) -> Result<()> {
@@ -200,7 +211,7 @@ impl Machines {
                 let m = load(tx, &id)?;
                 let mut log = Log::new(now);
                 log.add(tx, &id, kind, actor, None, message)?;
-                Ok(Change {
+                Ok(Committed {
                     events: log.events,
                     machine: Some(m),
                 })
@@ -227,12 +238,15 @@ impl Machines {
                     .map_err(|e| Error::Internal(e.to_string()))?;
                 store::set_pending_instruction(tx, &id, Some(&json))?;
                 let mut log = Log::new(now);
-                let name = serde_json::to_value(action)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                log.add(tx, &id, "instruction_queued", Actor::Operator, None, name)?;
-                Ok(Change {
+                log.add(
+                    tx,
+                    &id,
+                    MachineEvent::InstructionQueued,
+                    Actor::Operator,
+                    None,
+                    action.as_str(),
+                )?;
+                Ok(Committed {
                     events: log.events,
                     machine: Some(load(tx, &id)?),
                 })
@@ -293,9 +307,16 @@ impl Machines {
                 }
                 let mut log = Log::new(now);
                 if !what.is_empty() {
-                    log.add(tx, &id, "updated", Actor::Operator, None, what.join("; "))?;
+                    log.add(
+                        tx,
+                        &id,
+                        MachineEvent::Updated,
+                        Actor::Operator,
+                        None,
+                        what.join("; "),
+                    )?;
                 }
-                Ok(Change {
+                Ok(Committed {
                     events: log.events,
                     machine: Some(load(tx, &id)?),
                 })
@@ -319,7 +340,7 @@ impl Machines {
                 log.add(
                     tx,
                     &id,
-                    "deleted",
+                    MachineEvent::Deleted,
                     Actor::Operator,
                     None,
                     format!(
@@ -328,7 +349,7 @@ impl Machines {
                         m.boot_mac
                     ),
                 )?;
-                Ok(Change {
+                Ok(Committed {
                     events: log.events,
                     machine: None,
                 })
@@ -373,7 +394,7 @@ impl Machines {
         let per_page = q.per_page.clamp(1, 500);
         let page = q.page.max(1);
         let filter = ListFilter {
-            states: q.states.iter().map(|s| s.as_str().to_string()).collect(),
+            states: q.states.clone(),
             seen_before: q.offline.filter(|o| *o).map(|_| self.offline_before(now)),
             tag: q.tag,
             search: q.search,
@@ -404,12 +425,21 @@ impl Machines {
             .read(move |c| store::count_by_state(c, before))
             .await?;
         let mut out: Vec<(State, u64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
-        for (name, n) in by_state {
-            if let Some(slot) = out.iter_mut().find(|(s, _)| s.as_str() == name) {
+        for (state, n) in by_state {
+            if let Some(slot) = out.iter_mut().find(|(s, _)| *s == state) {
                 slot.1 = n;
             }
         }
         Ok((out, offline))
+    }
+
+    /// What to call each of these machines in a list of events: hostname, else boot MAC.
+    /// Deleted machines are absent.
+    pub async fn labels(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        Ok(self.db.read(move |c| store::labels(c, &ids)).await?)
     }
 
     pub async fn events(
@@ -438,7 +468,7 @@ fn check_os(conn: &Connection, slug: &str) -> Result<()> {
 }
 
 /// The chosen disk must be one the machine reported, named by serial or WWN.
-fn check_disk(conn: &Connection, id: &str, disk: Option<TargetDisk>) -> Result<Option<String>> {
+fn check_disk(conn: &Connection, id: &str, disk: Option<TargetDisk>) -> Result<Option<TargetDisk>> {
     let Some(disk) = disk else { return Ok(None) };
     let disks = store::disks(conn, id)?;
     let found = disks.iter().any(|d| match &disk {
@@ -451,7 +481,5 @@ fn check_disk(conn: &Connection, id: &str, disk: Option<TargetDisk>) -> Result<O
             "the machine reported no disk with that serial or WWN",
         ));
     }
-    serde_json::to_string(&disk)
-        .map(Some)
-        .map_err(|e| Error::Internal(e.to_string()))
+    Ok(Some(disk))
 }

@@ -1,7 +1,18 @@
 //! `dragonfly tinkerbell check|manifests|render`: the Tinkerbell backend from the command
 //! line, without the server running.
 
-use super::*;
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use dragonfly_proto::{Firmware, HardwareReport, normalize_mac};
+
+use super::{disk_ref, os_facts};
+use crate::config::Config;
+use crate::machines::OsImage;
+use crate::store::Db;
+use crate::tinkerbell::objects::{self, MachineFacts};
+use crate::tinkerbell::templates::TemplateSettings;
+use crate::tinkerbell::{self, TinkerbellArgs, TinkerbellCommand};
 
 /// The objects `dragonfly tinkerbell render` prints for the machine with boot MAC `mac`,
 /// read from the store (nothing is written).
@@ -45,10 +56,6 @@ pub async fn render(
         Some(j) => Some(serde_json::from_str(&j).context("the stored hardware report")?),
         None => None,
     };
-    let target: Option<TargetDisk> = match &row.target_disk {
-        Some(t) => serde_json::from_str(t).ok(),
-        None => None,
-    };
     let facts = MachineFacts {
         id: row.id.clone(),
         mac: row.boot_mac.clone(),
@@ -57,12 +64,12 @@ pub async fn render(
         uefi: report
             .as_ref()
             .and_then(|r| r.firmware)
-            .map_or(row.firmware.as_deref() == Some("uefi"), |f| {
+            .map_or(row.firmware == Some(Firmware::Uefi), |f| {
                 f == Firmware::Uefi
             }),
         nics: report.as_ref().map(|r| r.nics.clone()).unwrap_or_default(),
         disks: report.as_ref().map(|r| r.disks.clone()).unwrap_or_default(),
-        target: target.as_ref().map(disk_ref),
+        target: row.target_disk.as_ref().map(disk_ref),
     };
     let os = os_facts(&OsImage::from(os_row));
     let hw = objects::hardware(&facts, Some(&os), namespace)?;

@@ -1,8 +1,12 @@
 //! What the Tinkerbell builders need to know about a machine and an OS, taken from the
 //! machine domain.
 
-use super::*;
+use dragonfly_proto::Firmware;
+
+use crate::machines::{MachineDetail, OsImage, TargetDisk};
 use crate::tinkerbell::disks::DiskRef;
+use crate::tinkerbell::objects::MachineFacts;
+use crate::tinkerbell::templates::OsFacts;
 
 /// Facts for the Tinkerbell builders from a machine of the domain.
 pub fn facts(m: &MachineDetail) -> MachineFacts {
@@ -28,17 +32,14 @@ pub fn facts(m: &MachineDetail) -> MachineFacts {
                     serial: d.serial.clone(),
                     wwn: d.wwn.clone(),
                     rotational: d.rotational,
-                    transport: d
-                        .transport
-                        .as_ref()
-                        .and_then(|t| serde_json::from_value(Value::String(t.clone())).ok()),
+                    transport: d.transport,
                 })
                 .collect(),
         ),
     };
     let uefi = match m.hardware.as_ref().and_then(|r| r.firmware) {
         Some(f) => f == Firmware::Uefi,
-        None => m.machine.firmware.as_deref() == Some("uefi"),
+        None => m.machine.firmware == Some(Firmware::Uefi),
     };
     MachineFacts {
         id: m.machine.id.clone(),

@@ -2,29 +2,30 @@
 
 use rusqlite::{Connection, Row, params};
 
-use super::StoreError;
+use super::{StoreError, typed};
+use crate::vocab::{Actor, MachineEvent, State};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
     pub id: i64,
     pub at: i64,
     pub machine_id: Option<String>,
-    pub kind: String,
-    pub actor: String,
-    pub from_state: Option<String>,
-    pub to_state: Option<String>,
+    pub kind: MachineEvent,
+    pub actor: Actor,
+    pub from_state: Option<State>,
+    pub to_state: Option<State>,
     pub message: String,
 }
 
 /// An event to append; `id` is assigned by the database.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewEvent {
     pub at: i64,
     pub machine_id: Option<String>,
-    pub kind: String,
-    pub actor: String,
-    pub from_state: Option<String>,
-    pub to_state: Option<String>,
+    pub kind: MachineEvent,
+    pub actor: Actor,
+    pub from_state: Option<State>,
+    pub to_state: Option<State>,
     pub message: String,
 }
 
@@ -46,24 +47,25 @@ pub fn append(conn: &Connection, e: &NewEvent) -> Result<EventRow, StoreError> {
         id: conn.last_insert_rowid(),
         at: e.at,
         machine_id: e.machine_id.clone(),
-        kind: e.kind.clone(),
-        actor: e.actor.clone(),
-        from_state: e.from_state.clone(),
-        to_state: e.to_state.clone(),
+        kind: e.kind,
+        actor: e.actor,
+        from_state: e.from_state,
+        to_state: e.to_state,
         message: e.message.clone(),
     })
 }
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
+    let id: i64 = r.get(0)?;
     Ok(EventRow {
-        id: r.get(0)?,
         at: r.get(1)?,
         machine_id: r.get(2)?,
-        kind: r.get(3)?,
-        actor: r.get(4)?,
-        from_state: r.get(5)?,
-        to_state: r.get(6)?,
+        kind: typed(r, 3, "events.kind", &id)?,
+        actor: typed(r, 4, "events.actor", &id)?,
+        from_state: typed(r, 5, "events.from_state", &id)?,
+        to_state: typed(r, 6, "events.to_state", &id)?,
         message: r.get(7)?,
+        id,
     })
 }
 

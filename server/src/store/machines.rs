@@ -2,10 +2,14 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
 
-use super::StoreError;
+use dragonfly_proto::{Firmware, Phase, Transport};
 
-/// A machine as stored. `state` is the lifecycle state's name; the domain parses it.
-#[derive(Debug, Clone, Default, PartialEq)]
+use super::{StoreError, typed};
+use crate::vocab::{State, TargetDisk};
+
+/// A machine as stored. Typed columns hold only their type's names: anything else read
+/// back is an error naming the column and the row.
+#[derive(Debug, Clone, PartialEq)]
 pub struct MachineRow {
     pub id: String,
     pub boot_mac: String,
@@ -15,16 +19,16 @@ pub struct MachineRow {
     pub product: Option<String>,
     pub hostname: Option<String>,
     pub notes: String,
-    pub state: String,
+    pub state: State,
     pub os_slug: Option<String>,
-    pub target_disk: Option<String>,
-    pub phase: Option<String>,
+    pub target_disk: Option<TargetDisk>,
+    pub phase: Option<Phase>,
     pub progress: Option<u8>,
     pub status_message: Option<String>,
     pub pending_instruction: Option<String>,
     pub agent_version: Option<String>,
     pub arch: Option<String>,
-    pub firmware: Option<String>,
+    pub firmware: Option<Firmware>,
     pub cpu_model: Option<String>,
     pub cpu_threads: Option<u32>,
     pub memory_bytes: Option<u64>,
@@ -44,8 +48,13 @@ const COLUMNS: &str = "id, boot_mac, smbios_uuid, serial, vendor, product, hostn
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<MachineRow> {
     let tags: Option<String> = r.get(25)?;
+    let id: String = r.get(0)?;
     Ok(MachineRow {
-        id: r.get(0)?,
+        state: typed(r, 8, "machines.state", &id)?,
+        target_disk: typed(r, 10, "machines.target_disk", &id)?,
+        phase: typed(r, 11, "machines.phase", &id)?,
+        firmware: typed(r, 17, "machines.firmware", &id)?,
+        id,
         boot_mac: r.get(1)?,
         smbios_uuid: r.get(2)?,
         serial: r.get(3)?,
@@ -53,16 +62,12 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<MachineRow> {
         product: r.get(5)?,
         hostname: r.get(6)?,
         notes: r.get(7)?,
-        state: r.get(8)?,
         os_slug: r.get(9)?,
-        target_disk: r.get(10)?,
-        phase: r.get(11)?,
         progress: r.get(12)?,
         status_message: r.get(13)?,
         pending_instruction: r.get(14)?,
         agent_version: r.get(15)?,
         arch: r.get(16)?,
-        firmware: r.get(17)?,
         cpu_model: r.get(18)?,
         cpu_threads: r.get(19)?,
         memory_bytes: r.get(20)?,
@@ -132,7 +137,7 @@ pub struct Identity {
     pub product: Option<String>,
     pub agent_version: Option<String>,
     pub arch: Option<String>,
-    pub firmware: Option<String>,
+    pub firmware: Option<Firmware>,
     pub cpu_model: Option<String>,
     pub cpu_threads: Option<u32>,
     pub memory_bytes: Option<u64>,
@@ -143,7 +148,7 @@ pub fn insert(
     conn: &Connection,
     id: &str,
     ident: &Identity,
-    state: &str,
+    state: State,
     token_hash: &str,
     now: i64,
 ) -> Result<(), StoreError> {
@@ -210,12 +215,12 @@ pub fn update_identity(
 }
 
 /// Lifecycle and progress columns, written together by every transition.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Status {
-    pub state: String,
+    pub state: State,
     pub os_slug: Option<String>,
-    pub target_disk: Option<String>,
-    pub phase: Option<String>,
+    pub target_disk: Option<TargetDisk>,
+    pub phase: Option<Phase>,
     pub progress: Option<u8>,
     pub status_message: Option<String>,
 }
@@ -372,7 +377,7 @@ pub struct DiskRow {
     pub serial: Option<String>,
     pub wwn: Option<String>,
     pub rotational: Option<bool>,
-    pub transport: Option<String>,
+    pub transport: Option<Transport>,
 }
 
 pub fn replace_disks(conn: &Connection, id: &str, disks: &[DiskRow]) -> Result<(), StoreError> {
@@ -403,14 +408,15 @@ pub fn disks(conn: &Connection, id: &str) -> Result<Vec<DiskRow>, StoreError> {
          FROM disks WHERE machine_id = ?1 ORDER BY name",
     )?;
     let rows = stmt.query_map([id], |r| {
+        let name: String = r.get(0)?;
         Ok(DiskRow {
-            name: r.get(0)?,
+            transport: typed(r, 6, "disks.transport", &format_args!("{id}/{name}"))?,
+            name,
             size_bytes: r.get(1)?,
             model: r.get(2)?,
             serial: r.get(3)?,
             wwn: r.get(4)?,
             rotational: r.get(5)?,
-            transport: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -468,7 +474,7 @@ impl SortKey {
 /// A list query. Empty `states` means any state.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
-    pub states: Vec<String>,
+    pub states: Vec<State>,
     /// Only machines last seen before this time (the domain's "offline").
     pub seen_before: Option<i64>,
     pub tag: Option<String>,
@@ -494,7 +500,7 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<(Vec<MachineRow>, u64),
     if !f.states.is_empty() {
         let marks = vec!["?"; f.states.len()].join(",");
         clauses.push(format!("state IN ({marks})"));
-        args.extend(f.states.iter().map(|s| Value::Text(s.clone())));
+        args.extend(f.states.iter().map(|s| Value::Text(s.as_str().into())));
     }
     if let Some(t) = f.seen_before {
         clauses.push("(last_seen_at IS NULL OR last_seen_at < ?)".into());
@@ -551,15 +557,36 @@ fn escape_like(s: &str) -> String {
     out
 }
 
+/// Hostname, else boot MAC, of each of these machines that exists.
+pub fn labels(
+    conn: &Connection,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, String>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT coalesce(hostname, boot_mac) FROM machines WHERE id = ?1")?;
+    let mut out = std::collections::HashMap::new();
+    for id in ids {
+        if out.contains_key(id) {
+            continue;
+        }
+        if let Some(label) = stmt.query_row([id], |r| r.get(0)).optional()? {
+            out.insert(id.clone(), label);
+        }
+    }
+    Ok(out)
+}
+
 /// Machine counts per stored state, plus how many were last seen before `offline_before`.
 pub fn count_by_state(
     conn: &Connection,
     offline_before: i64,
-) -> Result<(Vec<(String, u64)>, u64), StoreError> {
+) -> Result<(Vec<(State, u64)>, u64), StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT state, count(*) FROM machines GROUP BY state ORDER BY state")?;
     let counts = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([], |r| {
+            Ok((typed(r, 0, "machines.state", &"(count)")?, r.get(1)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     let offline = conn
         .prepare_cached(
@@ -567,4 +594,44 @@ pub fn count_by_state(
         )?
         .query_row([offline_before], |r| r.get(0))?;
     Ok((counts, offline))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Db;
+
+    /// A value no type knows, written behind the store's back (an older or newer binary, a
+    /// hand edit), is an error naming the column and the row: never a silent default.
+    #[tokio::test]
+    async fn an_unknown_stored_value_names_its_column_and_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db")).unwrap();
+        let ident = Identity {
+            boot_mac: "52:54:00:00:00:01".into(),
+            ..Default::default()
+        };
+        for (column, value) in [
+            ("state", "'retired'"),
+            ("phase", "'dancing'"),
+            ("firmware", "'coreboot'"),
+            ("target_disk", "'{\"name\":\"sda\"}'"),
+        ] {
+            let ident = ident.clone();
+            let sql = format!("UPDATE machines SET {column} = {value} WHERE id = 'm1'");
+            db.write(move |tx| -> Result<(), StoreError> {
+                tx.execute("DELETE FROM machines", [])?;
+                insert(tx, "m1", &ident, State::Discovered, "hash", 1)?;
+                tx.execute(&sql, [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+            let err = db.read(|c| get(c, "m1")).await.unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("machines.{column} of row m1")),
+                "{column}: {err}"
+            );
+        }
+    }
 }

@@ -8,19 +8,23 @@ use maud::{Markup, html};
 
 use super::{Ctx, UiResult, UiResultExt, layout, machine_name, paths, state_badge, when};
 use crate::auth::Principal;
-use crate::machines::{ListQuery, State as MState};
-use crate::state::AppState;
-use crate::store::machines::SortKey;
+use std::sync::Arc;
+
+use crate::artefact::ArtefactCache;
+use crate::config::Settings;
+use crate::machines::{ListQuery, Machines, SortKey, State as MState};
 
 pub async fn page(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
+    State(artefact): State<Arc<ArtefactCache>>,
+    State(settings): State<Arc<Settings>>,
     axum::Extension(p): axum::Extension<Principal>,
     headers: HeaderMap,
 ) -> UiResult {
     let ctx = Ctx::new(&p, "dashboard");
-    let live = live_markup(&state).await.ui(&headers)?;
-    let artefact = crate::boot::status(&state).await;
-    let s = &state.settings;
+    let live = live_markup(&machines).await.ui(&headers)?;
+    let artefact = artefact.get().await;
+    let s = &settings;
     let body = html! {
         h1 { "Dashboard" }
         div #dashboard-live hx-get="/dashboard/live" hx-trigger="machine-changed from:body throttle:750ms" {
@@ -62,15 +66,14 @@ pub async fn page(
 }
 
 /// The live part of the dashboard, re-rendered on every change.
-pub async fn live(State(state): State<AppState>, headers: HeaderMap) -> UiResult {
-    Ok(live_markup(&state).await.ui(&headers)?.into_response())
+pub async fn live(State(machines): State<Machines>, headers: HeaderMap) -> UiResult {
+    Ok(live_markup(&machines).await.ui(&headers)?.into_response())
 }
 
-async fn live_markup(state: &AppState) -> crate::error::Result<Markup> {
-    let (counts, offline) = state.machines.counts().await?;
+async fn live_markup(machines: &Machines) -> crate::error::Result<Markup> {
+    let (counts, offline) = machines.counts().await?;
     let total: u64 = counts.iter().map(|(_, n)| n).sum();
-    let failed = state
-        .machines
+    let failed = machines
         .list(ListQuery {
             states: vec![MState::Failed],
             per_page: 10,
@@ -80,8 +83,7 @@ async fn live_markup(state: &AppState) -> crate::error::Result<Markup> {
             ..Default::default()
         })
         .await?;
-    let offline_list = state
-        .machines
+    let offline_list = machines
         .list(ListQuery {
             offline: Some(true),
             per_page: 10,
@@ -91,8 +93,7 @@ async fn live_markup(state: &AppState) -> crate::error::Result<Markup> {
             ..Default::default()
         })
         .await?;
-    let new = state
-        .machines
+    let new = machines
         .list(ListQuery {
             states: vec![MState::Discovered],
             per_page: 10,
@@ -102,7 +103,10 @@ async fn live_markup(state: &AppState) -> crate::error::Result<Markup> {
             ..Default::default()
         })
         .await?;
-    let events = state.machines.events(None, None, 12).await?;
+    let events = machines.events(None, None, 12).await?;
+    let names = machines
+        .labels(events.iter().filter_map(|e| e.machine_id.clone()).collect())
+        .await?;
     Ok(html! {
         div.cards {
             a.card href=(paths::MACHINES) { span.n #count-total { (total) } "machines" }
@@ -134,8 +138,15 @@ async fn live_markup(state: &AppState) -> crate::error::Result<Markup> {
                 thead { tr { th { "When" } th { "Machine" } th { "Event" } th.hide-narrow { "By" } th { "Details" } } }
                 tbody { @for e in &events { tr {
                     td.mono { (when(&e.at)) }
-                    td.mono { @if let Some(id) = &e.machine_id { a href=(paths::machine(id)) { (id.get(..8).unwrap_or(id)) } } }
-                    td { (e.kind.replace('_', " ")) @if let (Some(f), Some(t)) = (&e.from_state, &e.to_state) { @if f != t { " · " (f) " → " (t) } } }
+                    td.mono { @if let Some(id) = &e.machine_id {
+                        // Ids are time-ordered: their first digits are the same for machines
+                        // registered together, so a machine is named by hostname or boot MAC.
+                        @match names.get(id) {
+                            Some(name) => a href=(paths::machine(id)) { (name) },
+                            None => span.muted title=(id) { "deleted" },
+                        }
+                    } }
+                    td { (e.kind.as_str().replace('_', " ")) @if let (Some(f), Some(t)) = (&e.from_state, &e.to_state) { @if f != t { " · " (f) " → " (t) } } }
                     td.hide-narrow { (e.actor) }
                     td { (e.message) }
                 } } }

@@ -13,7 +13,10 @@ use super::{hx_redirect, paths};
 use crate::auth::Principal;
 use crate::auth::http::session_cookie;
 use crate::error::Error;
-use crate::state::AppState;
+use std::sync::Arc;
+
+use crate::auth::Auth;
+use crate::config::Settings;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Next {
@@ -71,7 +74,8 @@ pub struct LoginForm {
 }
 
 pub async fn submit(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
+    State(settings): State<Arc<Settings>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
     axum::Form(f): axum::Form<LoginForm>,
@@ -84,14 +88,10 @@ pub async fn submit(
         )
             .into_response();
     }
-    match state
-        .auth
-        .login(Some(peer.ip()), &f.username, &f.password)
-        .await
-    {
+    match auth.login(Some(peer.ip()), &f.username, &f.password).await {
         Ok(s) => {
             tracing::info!(user = %s.username, peer = %peer.ip(), "operator logged in (UI)");
-            let jar = jar.add(session_cookie(s.cookie, state.settings.tls, false));
+            let jar = jar.add(session_cookie(s.cookie, settings.tls, false));
             (jar, Redirect::to(&next)).into_response()
         }
         Err(Error::RateLimited { message, .. }) => (
@@ -109,16 +109,17 @@ pub async fn submit(
 }
 
 pub async fn logout(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
+    State(settings): State<Arc<Settings>>,
     axum::Extension(p): axum::Extension<Principal>,
     jar: CookieJar,
 ) -> Response {
     if let Principal::Operator { session, .. } = &p {
-        if let Err(e) = state.auth.logout(session).await {
+        if let Err(e) = auth.logout(session).await {
             return super::toast_error(&e);
         }
     }
-    let jar = jar.add(session_cookie(String::new(), state.settings.tls, true));
+    let jar = jar.add(session_cookie(String::new(), settings.tls, true));
     (jar, hx_redirect(paths::LOGIN)).into_response()
 }
 

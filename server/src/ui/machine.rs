@@ -13,26 +13,32 @@ use super::{
     toast_ok, when,
 };
 use crate::auth::Principal;
-use crate::machines::{MachineDetail, MachineUpdate, OsImage, State as MState, TargetDisk};
-use crate::state::AppState;
+use crate::machines::catalogue::Catalogue;
+use crate::machines::{
+    MachineDetail, MachineEvent, MachineUpdate, Machines, OsImage, State as MState, TargetDisk,
+};
 
 pub async fn page(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
+    State(catalogue): State<Catalogue>,
     axum::Extension(p): axum::Extension<Principal>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> UiResult {
     let ctx = Ctx::new(&p, "machines");
-    let d = state.machines.get(&id).await.ui(&headers)?;
-    let os = crate::machines::catalogue::list(&state.db)
-        .await
-        .ui(&headers)?;
+    let d = machines.get(&id).await.ui(&headers)?;
+    let os = catalogue.list().await.ui(&headers)?;
     let m = &d.machine;
     let hw = d.hardware.as_ref();
     let changes: Vec<_> = d
         .events
         .iter()
-        .filter(|e| e.kind == "hardware_changed" || e.kind == "identity_mismatch")
+        .filter(|e| {
+            matches!(
+                e.kind,
+                MachineEvent::HardwareChanged | MachineEvent::IdentityMismatch
+            )
+        })
         .collect();
     let body = html! {
         p { a href=(paths::MACHINES) { "← Machines" } }
@@ -50,7 +56,7 @@ pub async fn page(
                     dt { "SMBIOS UUID" } dd.mono { (m.smbios_uuid.as_deref().unwrap_or("—")) }
                     dt { "Vendor" } dd { (m.vendor.as_deref().unwrap_or("—")) }
                     dt { "Product" } dd { (m.product.as_deref().unwrap_or("—")) }
-                    dt { "Firmware" } dd { (m.firmware.as_deref().unwrap_or("—")) @if let Some(a) = &m.arch { " · " (a) } }
+                    dt { "Firmware" } dd { (m.firmware.map_or("—", |f| f.as_str())) @if let Some(a) = &m.arch { " · " (a) } }
                     dt { "Registered" } dd.mono { (when(&m.created_at)) }
                     dt { "Agent" } dd.mono { (m.agent_version.as_deref().unwrap_or("—")) }
                 }
@@ -101,7 +107,7 @@ pub async fn page(
                             td.mono { (disk.name) }
                             td { (bytes(Some(disk.size_bytes))) }
                             td { (disk.model.as_deref().unwrap_or("")) br; span.mono.muted { (disk.serial.as_deref().or(disk.wwn.as_deref()).unwrap_or("no serial")) } }
-                            td { (disk.transport.as_deref().unwrap_or("")) @if disk.rotational == Some(true) { " HDD" } }
+                            td { (disk.transport.map_or("", |t| t.as_str())) @if disk.rotational == Some(true) { " HDD" } }
                         } } } }
                 }
             }
@@ -137,7 +143,7 @@ pub async fn page(
         }
         h2 { "Timeline" }
         ul.timeline #timeline { @for e in &d.events { li {
-            span.mono { (when(&e.at)) } " " strong { (e.kind.replace('_', " ")) }
+            span.mono { (when(&e.at)) } " " strong { (e.kind.as_str().replace('_', " ")) }
             @if let (Some(f), Some(t)) = (&e.from_state, &e.to_state) { @if f != t { " " (f) " → " (t) } }
             " · " span.muted { (e.actor) }
             @if !e.message.is_empty() { " — " (e.message) }
@@ -210,14 +216,13 @@ fn status_markup(d: &MachineDetail, os: &[OsImage]) -> Markup {
 }
 
 pub async fn status(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
+    State(catalogue): State<Catalogue>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> UiResult {
-    let d = state.machines.get(&id).await.ui(&headers)?;
-    let os = crate::machines::catalogue::list(&state.db)
-        .await
-        .ui(&headers)?;
+    let d = machines.get(&id).await.ui(&headers)?;
+    let os = catalogue.list().await.ui(&headers)?;
     Ok(super::html_response(status_markup(&d, &os)))
 }
 
@@ -237,52 +242,57 @@ fn parse_disk(v: &str) -> Option<TargetDisk> {
     }
 }
 
-async fn refreshed(state: &AppState, headers: &HeaderMap, id: &str) -> UiResult {
-    let d = state.machines.get(id).await.ui(headers)?;
-    let os = crate::machines::catalogue::list(&state.db)
-        .await
-        .ui(headers)?;
+async fn refreshed(
+    machines: &Machines,
+    catalogue: &Catalogue,
+    headers: &HeaderMap,
+    id: &str,
+) -> UiResult {
+    let d = machines.get(id).await.ui(headers)?;
+    let os = catalogue.list().await.ui(headers)?;
     Ok(super::html_response(status_markup(&d, &os)))
 }
 
 pub async fn assign(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
+    State(catalogue): State<Catalogue>,
     headers: HeaderMap,
     Path(id): Path<String>,
     axum::Form(f): axum::Form<AssignForm>,
 ) -> UiResult {
-    state
-        .machines
+    machines
         .assign(&id, f.os, parse_disk(&f.disk))
         .await
         .ui(&headers)?;
-    refreshed(&state, &headers, &id).await
+    refreshed(&machines, &catalogue, &headers, &id).await
 }
 
 pub async fn reimage(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
+    State(catalogue): State<Catalogue>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> UiResult {
-    state.machines.reimage(&id, None, None).await.ui(&headers)?;
-    refreshed(&state, &headers, &id).await
+    machines.reimage(&id, None, None).await.ui(&headers)?;
+    refreshed(&machines, &catalogue, &headers, &id).await
 }
 
 pub async fn cancel(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
+    State(catalogue): State<Catalogue>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> UiResult {
-    state.machines.cancel(&id).await.ui(&headers)?;
-    refreshed(&state, &headers, &id).await
+    machines.cancel(&id).await.ui(&headers)?;
+    refreshed(&machines, &catalogue, &headers, &id).await
 }
 
 pub async fn delete(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> UiResult {
-    state.machines.delete(&id).await.ui(&headers)?;
+    machines.delete(&id).await.ui(&headers)?;
     Ok(hx_redirect(paths::MACHINES))
 }
 
@@ -297,7 +307,7 @@ pub struct DetailsForm {
 }
 
 pub async fn details(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     headers: HeaderMap,
     Path(id): Path<String>,
     axum::Form(f): axum::Form<DetailsForm>,
@@ -313,6 +323,6 @@ pub async fn details(
         tags: Some(tags),
         notes: Some(f.notes),
     };
-    state.machines.update(&id, update).await.ui(&headers)?;
+    machines.update(&id, update).await.ui(&headers)?;
     Ok(super::html_response(toast_ok("Saved.")))
 }

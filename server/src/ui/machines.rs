@@ -10,9 +10,10 @@ use serde::Deserialize;
 use super::{Ctx, UiResult, UiResultExt, layout, machine_name, paths, state_badge, toast_ok, when};
 use crate::auth::Principal;
 use crate::error::Error;
-use crate::machines::{ListQuery, MachinePage, MachineUpdate, State as MState, validate_tag};
-use crate::state::AppState;
-use crate::store::machines::SortKey;
+use crate::machines::catalogue::Catalogue;
+use crate::machines::{
+    ListQuery, MachinePage, MachineUpdate, Machines, SortKey, State as MState, validate_tag,
+};
 
 const PER_PAGE: u32 = 50;
 
@@ -43,7 +44,7 @@ impl Filter {
             "offline" => q.offline = Some(true),
             s => q.states.push(
                 MState::parse(s)
-                    .ok_or_else(|| Error::invalid("state", format!("unknown state {s}")))?,
+                    .map_err(|_| Error::invalid("state", format!("unknown state {s}")))?,
             ),
         }
         if !self.tag.is_empty() {
@@ -98,20 +99,15 @@ impl Filter {
 }
 
 pub async fn page(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
+    State(catalogue): State<Catalogue>,
     axum::Extension(p): axum::Extension<Principal>,
     headers: HeaderMap,
     Query(f): Query<Filter>,
 ) -> UiResult {
     let ctx = Ctx::new(&p, "machines");
-    let result = state
-        .machines
-        .list(f.query().ui(&headers)?)
-        .await
-        .ui(&headers)?;
-    let os = crate::machines::catalogue::list(&state.db)
-        .await
-        .ui(&headers)?;
+    let result = machines.list(f.query().ui(&headers)?).await.ui(&headers)?;
+    let os = catalogue.list().await.ui(&headers)?;
     let states = [
         "",
         "discovered",
@@ -163,15 +159,11 @@ pub async fn page(
 
 /// The table and pager alone, for live refreshes.
 pub async fn rows(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     headers: HeaderMap,
     Query(f): Query<Filter>,
 ) -> UiResult {
-    let result = state
-        .machines
-        .list(f.query().ui(&headers)?)
-        .await
-        .ui(&headers)?;
+    let result = machines.list(f.query().ui(&headers)?).await.ui(&headers)?;
     Ok(super::html_response(list_markup(&result, &f)))
 }
 
@@ -273,7 +265,7 @@ fn check_bulk(b: &Bulk) -> crate::error::Result<()> {
 
 /// Step one: show exactly which machines the action will touch.
 pub async fn bulk_confirm(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     headers: HeaderMap,
     axum_extra::extract::Form(b): axum_extra::extract::Form<Bulk>,
 ) -> UiResult {
@@ -283,7 +275,7 @@ pub async fn bulk_confirm(
     check_bulk(&b).ui(&headers)?;
     let mut names = Vec::new();
     for id in &b.ids {
-        let m = state.machines.get(id).await.ui(&headers)?;
+        let m = machines.get(id).await.ui(&headers)?;
         names.push((
             m.machine.id.clone(),
             machine_name(&m.machine),
@@ -316,7 +308,7 @@ pub async fn bulk_confirm(
 
 /// Step two: apply, machine by machine, and report what happened to each.
 pub async fn bulk_apply(
-    State(state): State<AppState>,
+    State(machines): State<Machines>,
     headers: HeaderMap,
     axum_extra::extract::Form(b): axum_extra::extract::Form<Bulk>,
 ) -> UiResult {
@@ -325,17 +317,12 @@ pub async fn bulk_apply(
     let mut failures = Vec::new();
     for id in &b.ids {
         let r = match b.action.as_str() {
-            "assign" => state
-                .machines
-                .assign(id, b.os.clone(), None)
-                .await
-                .map(|_| ()),
-            "tag" => match state.machines.get(id).await {
+            "assign" => machines.assign(id, b.os.clone(), None).await.map(|_| ()),
+            "tag" => match machines.get(id).await {
                 Ok(m) => {
                     let mut tags = m.machine.tags.clone();
                     tags.push(b.tag.clone());
-                    state
-                        .machines
+                    machines
                         .update(
                             id,
                             MachineUpdate {
@@ -348,7 +335,7 @@ pub async fn bulk_apply(
                 }
                 Err(e) => Err(e),
             },
-            _ => state.machines.delete(id).await,
+            _ => machines.delete(id).await,
         };
         match r {
             Ok(()) => done += 1,
@@ -372,28 +359,37 @@ pub async fn bulk_apply(
 mod tests {
     use super::*;
     use crate::machines::Machine;
-    use crate::store::machines::MachineRow;
 
     fn machine(n: u32, state: &str, progress: Option<u8>) -> Machine {
-        Machine::from_row(
-            MachineRow {
-                id: format!("id-{n}"),
-                boot_mac: format!("52:54:00:00:00:{n:02x}"),
-                hostname: (n % 2 == 0).then(|| format!("node-{n}")),
-                state: state.into(),
-                serial: Some(format!("SN{n}")),
-                vendor: Some("Dell Inc.".into()),
-                product: Some("PowerEdge R650".into()),
-                os_slug: (state != "discovered").then(|| "debian-12".into()),
-                progress,
-                tags: vec!["rack-a".into()],
-                created_at: 1_700_000_000_000,
-                updated_at: 1_700_000_000_000,
-                last_seen_at: Some(1_700_000_000_000),
-                ..Default::default()
-            },
-            1_700_000_000_000 - 60_000,
-        )
+        let at = crate::clock::rfc3339(1_700_000_000_000);
+        Machine {
+            id: format!("id-{n}"),
+            boot_mac: format!("52:54:00:00:00:{n:02x}"),
+            hostname: (n % 2 == 0).then(|| format!("node-{n}")),
+            state: MState::parse(state).unwrap(),
+            offline: false,
+            serial: Some(format!("SN{n}")),
+            smbios_uuid: None,
+            vendor: Some("Dell Inc.".into()),
+            product: Some("PowerEdge R650".into()),
+            os: (state != "discovered").then(|| "debian-12".into()),
+            target_disk: None,
+            phase: None,
+            progress,
+            status_message: None,
+            tags: vec!["rack-a".into()],
+            notes: String::new(),
+            arch: None,
+            firmware: None,
+            cpu_model: None,
+            cpu_threads: None,
+            memory_bytes: None,
+            disk_bytes: None,
+            agent_version: None,
+            created_at: at.clone(),
+            updated_at: at.clone(),
+            last_seen_at: Some(at),
+        }
     }
 
     #[test]

@@ -8,16 +8,15 @@ use serde::Deserialize;
 
 use super::{Ctx, UiResult, UiResultExt, hx_redirect, layout, paths};
 use crate::auth::Principal;
-use crate::machines::catalogue::{self, OsInput};
-use crate::state::AppState;
+use crate::machines::catalogue::{Catalogue, OsInput};
 
 pub async fn page(
-    State(state): State<AppState>,
+    State(catalogue): State<Catalogue>,
     axum::Extension(p): axum::Extension<Principal>,
     headers: HeaderMap,
 ) -> UiResult {
     let ctx = Ctx::new(&p, "os");
-    let list = catalogue::list(&state.db).await.ui(&headers)?;
+    let list = catalogue.list().await.ui(&headers)?;
     let body = html! {
         h1 { "OS images" }
         p.muted { "Operators assign these to machines. Built-in entries can be pointed at a local mirror through the API "
@@ -60,7 +59,7 @@ pub struct OsForm {
 }
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(catalogue): State<Catalogue>,
     headers: HeaderMap,
     axum::Form(f): axum::Form<OsForm>,
 ) -> UiResult {
@@ -72,17 +71,15 @@ pub async fn create(
         arch: f.arch,
         image_url: f.image_url,
     };
-    catalogue::create(&state.db, input, state.clock.now_ms())
-        .await
-        .ui(&headers)?;
+    catalogue.create(input).await.ui(&headers)?;
     Ok(hx_redirect(paths::OS))
 }
 
 pub async fn delete(
-    State(state): State<AppState>,
+    State(catalogue): State<Catalogue>,
     headers: HeaderMap,
     Path(slug): Path<String>,
 ) -> UiResult {
-    catalogue::delete(&state.db, &slug).await.ui(&headers)?;
+    catalogue.delete(&slug).await.ui(&headers)?;
     Ok(hx_redirect(paths::OS))
 }

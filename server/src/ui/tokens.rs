@@ -7,9 +7,8 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{Ctx, UiResult, UiResultExt, hx_redirect, layout, paths, when};
-use crate::auth::{Principal, Scope};
+use crate::auth::{Auth, Principal, Scope};
 use crate::error::Error;
-use crate::state::AppState;
 
 fn admin_only(p: &Principal) -> crate::error::Result<()> {
     match p {
@@ -23,13 +22,13 @@ fn admin_only(p: &Principal) -> crate::error::Result<()> {
 }
 
 pub async fn page(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
     axum::Extension(p): axum::Extension<Principal>,
     headers: HeaderMap,
 ) -> UiResult {
     admin_only(&p).ui(&headers)?;
     let ctx = Ctx::new(&p, "tokens");
-    let list = state.auth.tokens().await.ui(&headers)?;
+    let list = auth.tokens().await.ui(&headers)?;
     let body = html! {
         h1 { "API tokens" }
         p.muted { "For scripts and monitoring: send " code { "Authorization: Bearer <token>" } ". "
@@ -69,7 +68,7 @@ pub struct TokenForm {
 }
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
     axum::Extension(p): axum::Extension<Principal>,
     headers: HeaderMap,
     axum::Form(f): axum::Form<TokenForm>,
@@ -80,8 +79,7 @@ pub async fn create(
     } else {
         Scope::Read
     };
-    let (token, secret) = state
-        .auth
+    let (token, secret) = auth
         .create_token(&f.name, scope, &p.name())
         .await
         .ui(&headers)?;
@@ -95,12 +93,12 @@ pub async fn create(
 }
 
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
     axum::Extension(p): axum::Extension<Principal>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> UiResult {
     admin_only(&p).ui(&headers)?;
-    state.auth.revoke_token(&id).await.ui(&headers)?;
+    auth.revoke_token(&id).await.ui(&headers)?;
     Ok(hx_redirect(paths::TOKENS))
 }

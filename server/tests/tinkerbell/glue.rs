@@ -56,7 +56,7 @@ impl Env {
         self.glue = Some(provision::spawn_with(
             tink(&self.fake),
             self.state.machines.clone(),
-            self.state.hub.clone(),
+            self.state.catalogue.clone(),
             clock(),
             fast(),
         ));

@@ -1,0 +1,75 @@
+//! What the boot directory holds: whether a usable netboot artefact is there, and its
+//! version. Boot scripts, /healthz and the dashboard all ask; none of them serves it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Whether the boot directory holds a usable netboot artefact, and its version.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Artefact {
+    /// vmlinuz and initramfs.zst are both present.
+    pub present: bool,
+    /// `version` from manifest.json.
+    pub version: Option<String>,
+    /// ipxe.lkrn is present (needed for kexec chainloading on BIOS).
+    pub ipxe_lkrn: bool,
+}
+
+/// Looks at the boot directory (three `stat`s and the manifest) on the blocking pool.
+pub async fn artefact(dir: &Path) -> Artefact {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || probe(&dir))
+        .await
+        .unwrap_or_default()
+}
+
+fn probe(dir: &Path) -> Artefact {
+    let exists = |name: &str| dir.join(name).is_file();
+    let version = std::fs::read(dir.join("manifest.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| v.get("version")?.as_str().map(str::to_string));
+    Artefact {
+        present: exists("vmlinuz") && exists("initramfs.zst"),
+        version,
+        ipxe_lkrn: exists("ipxe.lkrn"),
+    }
+}
+
+/// [`artefact`] remembered for a second: every PXE script, `/healthz` and the
+/// dashboard ask, and a rebuilt image is still noticed almost at once.
+pub struct ArtefactCache {
+    dir: PathBuf,
+    last: Mutex<Option<(Instant, Artefact)>>,
+}
+
+const ARTEFACT_TTL: Duration = Duration::from_secs(1);
+
+impl ArtefactCache {
+    pub fn new(dir: PathBuf) -> ArtefactCache {
+        ArtefactCache {
+            dir,
+            last: Mutex::new(None),
+        }
+    }
+
+    pub async fn get(&self) -> Artefact {
+        if let Some((at, a)) = &*self.lock() {
+            if at.elapsed() < ARTEFACT_TTL {
+                return a.clone();
+            }
+        }
+        let fresh = artefact(&self.dir).await;
+        *self.lock() = Some((Instant::now(), fresh.clone()));
+        fresh
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Artefact)>> {
+        // Only ever holds a finished value, so a poisoned lock's content is still sound.
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
