@@ -115,7 +115,7 @@ else
   fi
   [ -n "$port" ] || { echo "error: no free TCP port found" >&2; exit 1; }
   rm -f "$lab"/dragonfly.db*
-  token=$("$bin" --db "$lab/dragonfly.db" admin create-token --name lab 2> "$lab/token.log") \
+  token=$("$bin" admin create-token --db "$lab/dragonfly.db" --name lab 2> "$lab/token.log") \
     || { cat "$lab/token.log" >&2; exit 1; }
   api=http://127.0.0.1:$port
   guest_base=http://10.0.2.2:$port

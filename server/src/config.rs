@@ -1,16 +1,26 @@
-//! Configuration: command-line flags, `DRAGONFLY_*` environment variables and an optional
-//! TOML file, in that order of precedence, resolved into one [`Config`].
+//! Settings and the command line.
+//!
+//! Each setting is declared once, as a field of one of the groups below: its flag, its
+//! `DRAGONFLY_*` environment variable, its default and its help are the field's clap
+//! attributes, and its key in the `--config` TOML file is the field's name. Values are layered
+//! flag > environment > file > default: [`parse`] turns every file key that neither a flag
+//! nor the environment set into the flag it names, checked by the flag's own parser, so a
+//! value means the same wherever it comes from. Each subcommand flattens only the groups it
+//! reads, so its `--help` shows only those.
+//!
+//! [`Config`] is what the server starts from, resolved from [`ServeArgs`] once.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
-use serde::Deserialize;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Dragonfly: bare-metal provisioning from the first PXE boot until an OS is on disk.
 #[derive(Debug, Parser)]
 #[command(name = "dragonfly", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -21,12 +31,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default when no subcommand is given).
-    Serve,
+    Serve(ServeArgs),
     /// Print the OpenAPI document of the JSON API.
     Openapi,
     /// Drive Tinkerbell: check access, print RBAC manifests, render objects.
     #[command(subcommand)]
-    Tinkerbell(crate::tinkerbell::TinkerbellCommand),
+    Tinkerbell(TinkerbellCommand),
     /// Operator accounts and tokens, offline (works on the database directly).
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -39,6 +49,10 @@ pub enum AdminCommand {
     SetPassword {
         #[arg(long, default_value = "admin")]
         username: String,
+        #[command(flatten)]
+        file: ConfigFile,
+        #[command(flatten)]
+        db: DbArgs,
     },
     /// Create an API token and print its secret (once).
     CreateToken {
@@ -47,55 +61,133 @@ pub enum AdminCommand {
         /// read or admin.
         #[arg(long, default_value = "admin", value_parser = ["read", "admin"])]
         scope: String,
+        #[command(flatten)]
+        file: ConfigFile,
+        #[command(flatten)]
+        db: DbArgs,
     },
 }
 
-/// Server flags. Each is also read from the environment variable shown, then from the
-/// `--config` file; the flag wins over the environment, which wins over the file.
+/// `dragonfly tinkerbell ...`
+#[derive(Debug, Clone, Subcommand)]
+pub enum TinkerbellCommand {
+    /// Test the connection and the RBAC permissions Dragonfly needs; print what is missing
+    /// and exit non-zero when anything is.
+    Check {
+        #[command(flatten)]
+        file: ConfigFile,
+        #[command(flatten)]
+        tinkerbell: TinkerbellArgs,
+    },
+    /// Print the ServiceAccount, Role and RoleBinding Dragonfly needs (deploy/tinkerbell-rbac.yaml).
+    Manifests {
+        #[command(flatten)]
+        file: ConfigFile,
+        #[command(flatten)]
+        namespace: NamespaceArgs,
+    },
+    /// Print, without a cluster, the Hardware, Template and Workflow Dragonfly would apply
+    /// for a machine of the store (--db).
+    Render {
+        /// Boot MAC of the machine.
+        #[arg(long, value_name = "MAC")]
+        mac: String,
+        /// Catalogue slug of the OS [default: the machine's assigned OS].
+        #[arg(long, value_name = "SLUG")]
+        os: Option<String>,
+        #[command(flatten)]
+        file: ConfigFile,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        namespace: NamespaceArgs,
+        #[command(flatten)]
+        workflow: WorkflowArgs,
+        #[command(flatten)]
+        hookos: HookosArgs,
+    },
+}
+
+/// The settings file itself.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ServeArgs {
-    /// TOML file with any of: port, host, db, base_url, heartbeat_secs, offline_after_secs.
-    #[arg(long, env = "DRAGONFLY_CONFIG", value_name = "FILE", global = true)]
+pub struct ConfigFile {
+    /// TOML file of settings, keyed by their flag names with `_` for `-` (port, db,
+    /// tink_finish, ...). Flags and the environment win over it.
+    #[arg(long, env = "DRAGONFLY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// TCP port for HTTP [default: 3000].
-    #[arg(long, env = "DRAGONFLY_PORT", global = true)]
-    pub port: Option<u16>,
-    /// Address to listen on [default: 0.0.0.0].
-    #[arg(long, env = "DRAGONFLY_HOST", global = true)]
-    pub host: Option<IpAddr>,
-    /// SQLite database file [default: sqlite.db].
-    #[arg(long, env = "DRAGONFLY_DB", value_name = "FILE", global = true)]
-    pub db: Option<PathBuf>,
-    /// URL machines use to reach this server, e.g. http://10.0.0.5:3000 [default: derived
-    /// from the listening address and logged at start].
-    #[arg(long, env = "DRAGONFLY_BASE_URL", value_name = "URL", global = true)]
-    pub base_url: Option<String>,
-    /// Directory with the netboot artefact (vmlinuz, initramfs.zst, ipxe.lkrn, manifest.json)
-    /// and tftp/ [default: out/netboot].
-    #[arg(long, env = "DRAGONFLY_BOOT_DIR", value_name = "DIR", global = true)]
-    pub boot_dir: Option<PathBuf>,
-    /// Serve the iPXE first stage (boot-dir/tftp/) over TFTP, for DHCP servers that point
-    /// machines at Dragonfly.
-    #[arg(long, env = "DRAGONFLY_TFTP", global = true)]
-    pub tftp: bool,
-    /// UDP port for TFTP [default: 69].
-    #[arg(long, env = "DRAGONFLY_TFTP_PORT", value_name = "PORT", global = true)]
-    pub tftp_port: Option<u16>,
-    /// Require this secret from agents at registration (403 without it); the netboot image
-    /// passes it on the kernel command line as dragonfly.secret=.
+}
+
+/// The database.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// SQLite database file.
     #[arg(
         long,
-        env = "DRAGONFLY_ENROLLMENT_SECRET",
-        value_name = "SECRET",
-        global = true
+        env = "DRAGONFLY_DB",
+        value_name = "FILE",
+        default_value = "sqlite.db"
     )]
+    pub db: PathBuf,
+}
+
+/// Everything `dragonfly serve` (and plain `dragonfly`) reads.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub file: ConfigFile,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub hookos: HookosArgs,
+    #[command(flatten)]
+    pub tinkerbell: TinkerbellArgs,
+}
+
+/// Where the server listens, how machines reach it, and how it talks to them.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// TCP port for HTTP.
+    #[arg(long, env = "DRAGONFLY_PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "DRAGONFLY_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// URL machines use to reach this server, e.g. http://10.0.0.5:3000 [default: derived
+    /// from the listening address and logged at start].
+    #[arg(long, env = "DRAGONFLY_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Directory with the netboot artefact (vmlinuz, initramfs.zst, ipxe.lkrn, manifest.json)
+    /// and tftp/.
+    #[arg(
+        long,
+        env = "DRAGONFLY_BOOT_DIR",
+        value_name = "DIR",
+        default_value = "out/netboot"
+    )]
+    pub boot_dir: PathBuf,
+    /// Serve the iPXE first stage (boot-dir/tftp/) over TFTP, for DHCP servers that point
+    /// machines at Dragonfly.
+    #[arg(long, env = "DRAGONFLY_TFTP")]
+    pub tftp: bool,
+    /// UDP port for TFTP.
+    #[arg(
+        long,
+        env = "DRAGONFLY_TFTP_PORT",
+        value_name = "PORT",
+        default_value_t = 69
+    )]
+    pub tftp_port: u16,
+    /// Require this secret from agents at registration (403 without it); the netboot image
+    /// passes it on the kernel command line as dragonfly.secret=.
+    #[arg(long, env = "DRAGONFLY_ENROLLMENT_SECRET", value_name = "SECRET")]
     pub enrollment_secret: Option<String>,
     /// PEM certificate chain: serve HTTPS instead of HTTP (with --tls-key).
     #[arg(
         long,
         env = "DRAGONFLY_TLS_CERT",
         value_name = "FILE",
-        global = true,
         requires = "tls_key"
     )]
     pub tls_cert: Option<PathBuf>,
@@ -104,84 +196,346 @@ pub struct ServeArgs {
         long,
         env = "DRAGONFLY_TLS_KEY",
         value_name = "FILE",
-        global = true,
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
-    #[command(flatten)]
-    pub hookos: HookosArgs,
-    #[command(flatten)]
-    pub tinkerbell: crate::tinkerbell::TinkerbellArgs,
+    /// How often idle agents check in, in seconds (1–3600).
+    #[arg(
+        long,
+        env = "DRAGONFLY_HEARTBEAT_SECS",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    pub heartbeat_secs: u32,
+    /// No contact for this long makes a machine offline [default: 6 × heartbeat-secs].
+    #[arg(long, env = "DRAGONFLY_OFFLINE_AFTER_SECS", value_name = "SECS")]
+    pub offline_after_secs: Option<u32>,
 }
 
 /// Where Tinkerbell's HookOS and its services are. Defaults assume they run on the host in
 /// the base URL.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Tinkerbell HookOS")]
 pub struct HookosArgs {
     /// URL of the directory holding vmlinuz-x86_64 and initramfs-x86_64
     /// [default: BASE_URL/hookos, served from boot-dir/hookos/].
-    #[arg(long, env = "DRAGONFLY_HOOKOS_URL", value_name = "URL", global = true)]
+    #[arg(long, env = "DRAGONFLY_HOOKOS_URL", value_name = "URL")]
     pub hookos_url: Option<String>,
     /// tink-server gRPC endpoint as host:port [default: the base URL's host:42113].
-    #[arg(
-        long,
-        env = "DRAGONFLY_TINK_GRPC_AUTHORITY",
-        value_name = "HOST:PORT",
-        global = true
-    )]
+    #[arg(long, env = "DRAGONFLY_TINK_GRPC_AUTHORITY", value_name = "HOST:PORT")]
     pub tink_grpc_authority: Option<String>,
     /// Syslog receiver for HookOS [default: the base URL's host].
-    #[arg(
-        long,
-        env = "DRAGONFLY_TINK_SYSLOG_HOST",
-        value_name = "HOST",
-        global = true
-    )]
+    #[arg(long, env = "DRAGONFLY_TINK_SYSLOG_HOST", value_name = "HOST")]
     pub tink_syslog_host: Option<String>,
     /// Whether tink-worker talks TLS to tink-server.
-    #[arg(long, env = "DRAGONFLY_TINK_TLS", global = true)]
+    #[arg(long, env = "DRAGONFLY_TINK_TLS")]
     pub tink_tls: bool,
-    /// tink-worker container image [default: tinkerbell/tink-worker:latest].
+    /// tink-worker container image.
     #[arg(
         long,
         env = "DRAGONFLY_TINK_WORKER_IMAGE",
         value_name = "IMAGE",
-        global = true
+        default_value = "tinkerbell/tink-worker:latest"
     )]
-    pub tink_worker_image: Option<String>,
-    /// Serial console HookOS logs to [default: ttyS0,115200].
+    pub tink_worker_image: String,
+    /// Serial console HookOS logs to.
     #[arg(
         long,
         env = "DRAGONFLY_HOOKOS_CONSOLE",
         value_name = "TTY",
-        global = true
+        default_value = "ttyS0,115200"
     )]
-    pub hookos_console: Option<String>,
+    pub hookos_console: String,
 }
 
-/// The optional TOML file. Unknown keys are an error, so a typo does not go unnoticed.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub port: Option<u16>,
-    pub host: Option<IpAddr>,
-    pub db: Option<PathBuf>,
-    pub base_url: Option<String>,
-    pub heartbeat_secs: Option<u32>,
-    pub offline_after_secs: Option<u32>,
-    pub boot_dir: Option<PathBuf>,
-    pub enrollment_secret: Option<String>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub tftp: Option<bool>,
-    pub tftp_port: Option<u16>,
-    pub hookos_url: Option<String>,
-    pub tink_grpc_authority: Option<String>,
-    pub tink_syslog_host: Option<String>,
-    pub tink_tls: Option<bool>,
-    pub tink_worker_image: Option<String>,
-    pub hookos_console: Option<String>,
+/// Whether Dragonfly drives Tinkerbell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Mode {
+    /// Connect when --kubeconfig is given or when running in a pod.
+    #[default]
+    Auto,
+    /// Always connect; fail at start when no cluster can be reached.
+    On,
+    /// Never connect: Dragonfly runs standalone.
+    Off,
+}
+
+/// How the install ends once the image and the cloud-init configuration are on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Finish {
+    /// Reboot; the machine PXE-boots, and Dragonfly tells it to boot its local disk.
+    #[default]
+    Reboot,
+    /// kexec into the installed kernel (faster; needs the OS's partition layout, known for
+    /// Ubuntu and Debian on x86_64; other systems reboot).
+    Kexec,
+}
+
+/// The Tinkerbell backend: the cluster connection, the namespace, and the workflows.
+#[derive(Debug, Clone, Args)]
+pub struct TinkerbellArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub namespace: NamespaceArgs,
+    #[command(flatten)]
+    pub workflow: WorkflowArgs,
+}
+
+/// Which Kubernetes cluster, if any.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Tinkerbell backend")]
+pub struct ClusterArgs {
+    /// Drive Tinkerbell in a Kubernetes cluster: auto, on or off.
+    #[arg(long, env = "DRAGONFLY_TINKERBELL", value_enum, default_value_t = Mode::Auto)]
+    pub tinkerbell: Mode,
+    /// kubeconfig file of the cluster [default: the pod's ServiceAccount when in a pod].
+    #[arg(long, env = "DRAGONFLY_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context [default: the file's current context].
+    #[arg(long, env = "DRAGONFLY_KUBE_CONTEXT", value_name = "NAME")]
+    pub kube_context: Option<String>,
+}
+
+/// Where the Tinkerbell objects live.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Tinkerbell backend")]
+pub struct NamespaceArgs {
+    /// Namespace of the Tinkerbell objects.
+    #[arg(
+        long,
+        env = "DRAGONFLY_TINKERBELL_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value = "tink-system"
+    )]
+    pub tinkerbell_namespace: String,
+}
+
+/// What the Tinkerbell workflows run.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Tinkerbell workflows")]
+pub struct WorkflowArgs {
+    /// Registry path of the Tinkerbell actions (image2disk, qemuimg2disk, writefile, kexec),
+    /// for a mirror.
+    #[arg(
+        long,
+        env = "DRAGONFLY_TINK_ACTIONS",
+        value_name = "REGISTRY/PATH",
+        default_value = "quay.io/tinkerbell/actions"
+    )]
+    pub tink_actions: String,
+    /// Tag of the Tinkerbell action images.
+    #[arg(
+        long,
+        env = "DRAGONFLY_TINK_ACTIONS_TAG",
+        value_name = "TAG",
+        default_value = "latest"
+    )]
+    pub tink_actions_tag: String,
+    /// Image that reports the last action done and then runs it (reboot or kexec), so the
+    /// workflow ends SUCCESS; `none` runs the last action directly (its success is then
+    /// inferred from the machine booting again, see --tink-final-action-timeout).
+    #[arg(
+        long,
+        env = "DRAGONFLY_TINK_WAITDAEMON_IMAGE",
+        value_name = "IMAGE",
+        default_value = "ghcr.io/jacobweinstock/waitdaemon:latest"
+    )]
+    pub tink_waitdaemon_image: String,
+    /// Small image with a shell, used to reboot through sysrq.
+    #[arg(
+        long,
+        env = "DRAGONFLY_TINK_REBOOT_IMAGE",
+        value_name = "IMAGE",
+        default_value = "alpine:3"
+    )]
+    pub tink_reboot_image: String,
+    /// How the install ends: reboot or kexec.
+    #[arg(long, env = "DRAGONFLY_TINK_FINISH", value_enum, default_value_t = Finish::Reboot)]
+    pub tink_finish: Finish,
+    /// EC2-style metadata service the installed OS's cloud-init reads (Tinkerbell's metadata
+    /// service) [default: none; cloud-init only sets the host name].
+    #[arg(long, env = "DRAGONFLY_TINK_METADATA_URL", value_name = "URL")]
+    pub tink_metadata_url: Option<String>,
+    /// When the last action (reboot or kexec) is running and no success is reported, how long
+    /// to wait for the machine to boot again before marking the install failed.
+    #[arg(
+        long,
+        env = "DRAGONFLY_TINK_FINAL_ACTION_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10m"
+    )]
+    pub tink_final_action_timeout: humantime::Duration,
+}
+
+/// A group's values with nothing given: its declared defaults, the environment ignored.
+fn defaults<T: Args + FromArgMatches>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults"))
+        .mut_args(|a| a.env(None::<&'static str>))
+        .no_binary_name(true);
+    let matches = cmd.get_matches_from(Vec::<OsString>::new());
+    match T::from_arg_matches(&matches) {
+        Ok(t) => t,
+        // Every setting has a default or is optional; a group that fails here is a bug in
+        // its declaration, caught by the tests below.
+        Err(e) => e.exit(),
+    }
+}
+
+macro_rules! defaults_for {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            /// The declared defaults (the environment ignored).
+            fn default() -> Self {
+                defaults()
+            }
+        }
+    )*};
+}
+
+defaults_for!(
+    DbArgs,
+    ServeArgs,
+    ServerArgs,
+    HookosArgs,
+    TinkerbellArgs,
+    ClusterArgs,
+    NamespaceArgs,
+    WorkflowArgs
+);
+
+/// Why the command line could not be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// A usage error (it names the flag), or help and version output: `exit()` prints it.
+    #[error(transparent)]
+    Usage(#[from] clap::Error),
+    /// The `--config` file: unreadable, not TOML, an unknown key or a bad value.
+    #[error("{0:#}")]
+    File(anyhow::Error),
+}
+
+/// Parses the command line, with the `--config` file layered under flags and environment.
+pub fn parse<I, T>(args: I) -> Result<Cli, ParseError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cmd = Cli::command();
+    let matches = cmd.clone().try_get_matches_from(&argv)?;
+    let (leaf_cmd, leaf) = leaf(&cmd, &matches);
+    let extra = match leaf.try_get_one::<PathBuf>("config").ok().flatten() {
+        Some(path) => file_args(&cmd, leaf_cmd, leaf, path).map_err(ParseError::File)?,
+        None => Vec::new(),
+    };
+    if extra.is_empty() {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    }
+    // The file's values go after everything the user typed: they are only for settings the
+    // user did not set, so nothing is given twice.
+    let matches = cmd.try_get_matches_from(argv.into_iter().chain(extra))?;
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// The innermost subcommand given, and its matches.
+fn leaf<'a>(cmd: &'a clap::Command, m: &'a ArgMatches) -> (&'a clap::Command, &'a ArgMatches) {
+    match m.subcommand() {
+        Some((name, sub)) => match cmd.find_subcommand(name) {
+            Some(c) => leaf(c, sub),
+            None => (cmd, m),
+        },
+        None => (cmd, m),
+    }
+}
+
+/// Every setting of every command: the arguments with an environment variable, `--config`
+/// aside. Their ids (field names) are the file's keys.
+fn setting_keys(cmd: &clap::Command, out: &mut Vec<String>) {
+    for a in cmd.get_arguments() {
+        let id = a.get_id().as_str();
+        if a.get_env().is_some() && id != "config" && !out.iter().any(|k| k == id) {
+            out.push(id.to_string());
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        setting_keys(sub, out);
+    }
+}
+
+/// The file's settings for `leaf_cmd`, as flags, for those not set by flag or environment.
+fn file_args(
+    root: &clap::Command,
+    leaf_cmd: &clap::Command,
+    leaf: &ArgMatches,
+    path: &Path,
+) -> anyhow::Result<Vec<OsString>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --config file {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("invalid --config file {}", path.display()))?;
+    let mut known = Vec::new();
+    setting_keys(root, &mut known);
+    let mut out = Vec::new();
+    for (key, value) in &table {
+        let bad = |why: String| anyhow::anyhow!("--config file {}: `{key}`: {why}", path.display());
+        if !known.iter().any(|k| k == key) {
+            return Err(bad("unknown setting".into()));
+        }
+        // A setting this subcommand does not read.
+        let Some(arg) = leaf_cmd
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == key)
+        else {
+            continue;
+        };
+        use clap::parser::ValueSource;
+        if matches!(
+            leaf.value_source(key),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let Some(long) = arg.get_long() else {
+            continue;
+        };
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => return Err(bad("must be a string, a number or a boolean".into())),
+        };
+        if !arg.get_action().takes_values() {
+            // A switch such as --tftp: `true` turns it on, `false` leaves the default.
+            match value {
+                toml::Value::Boolean(true) => out.push(format!("--{long}").into()),
+                toml::Value::Boolean(false) => {}
+                _ => return Err(bad("must be true or false".into())),
+            }
+            continue;
+        }
+        // The flag's own parser: a file value is checked exactly like the flag.
+        // The flag's parser alone (not its relations to other flags).
+        let alone = clap::Arg::new("value")
+            .action(arg.get_action().clone())
+            .value_parser(arg.get_value_parser().clone());
+        clap::Command::new("dragonfly")
+            .no_binary_name(true)
+            .arg(alone)
+            .try_get_matches_from([text.clone()])
+            .map_err(|e| {
+                let said = e.to_string();
+                let first = said.lines().next().unwrap_or("invalid value");
+                bad(first
+                    .trim_start_matches("error: ")
+                    .replace(" for '<value>'", "")
+                    .to_string())
+            })?;
+        out.push(format!("--{long}").into());
+        out.push(text.into());
+    }
+    Ok(out)
 }
 
 /// Everything the server needs to start.
@@ -201,7 +555,7 @@ pub struct Config {
     /// Certificate and key files for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The Kubernetes connection for the Tinkerbell backend.
-    pub tinkerbell: crate::tinkerbell::TinkerbellArgs,
+    pub tinkerbell: TinkerbellArgs,
 }
 
 /// HookOS settings as configured; `None` values are derived from the base URL at start.
@@ -224,91 +578,64 @@ fn check_param(flag: &str, v: Option<String>) -> anyhow::Result<Option<String>> 
     }
 }
 
+impl Hookos {
+    pub fn resolve(h: &HookosArgs) -> anyhow::Result<Hookos> {
+        Ok(Hookos {
+            url: match &h.hookos_url {
+                Some(u) => Some(validate_base_url(u).context("--hookos-url")?),
+                None => None,
+            },
+            grpc_authority: check_param("--tink-grpc-authority", h.tink_grpc_authority.clone())?,
+            syslog_host: check_param("--tink-syslog-host", h.tink_syslog_host.clone())?,
+            tls: h.tink_tls,
+            worker_image: check_param("--tink-worker-image", Some(h.tink_worker_image.clone()))?
+                .unwrap_or_default(),
+            console: check_param("--hookos-console", Some(h.hookos_console.clone()))?
+                .unwrap_or_default(),
+        })
+    }
+}
+
 impl Config {
-    /// A config for tests and embedding: loopback, an ephemeral port, the given database.
+    /// A config for tests: [`Config::offline`].
     pub fn for_tests(db: &Path) -> Config {
-        Config {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-            db: db.to_path_buf(),
-            base_url: None,
-            heartbeat_secs: 10,
-            offline_after_secs: 60,
-            boot_dir: db.with_file_name("netboot"),
-            tftp: None,
-            enrollment_secret: None,
-            tls: None,
-            // Tests never connect to a cluster.
-            tinkerbell: crate::tinkerbell::TinkerbellArgs {
-                tinkerbell: crate::tinkerbell::Mode::Off,
-                ..Default::default()
-            },
-            hookos: Hookos {
-                worker_image: "tinkerbell/tink-worker:latest".into(),
-                console: "ttyS0,115200".into(),
-                ..Default::default()
-            },
+        Config::offline(db)
+    }
+
+    /// A config for tests, embedding and offline commands: the declared defaults, on
+    /// loopback with an ephemeral port, the given database, and never a cluster.
+    pub fn offline(db: &Path) -> Config {
+        let mut args = ServeArgs::default();
+        args.server.host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        args.server.port = 0;
+        args.server.boot_dir = db.with_file_name("netboot");
+        args.db.db = db.to_path_buf();
+        args.tinkerbell.cluster.tinkerbell = Mode::Off;
+        match Config::resolve(&args) {
+            Ok(c) => c,
+            // The defaults are valid (a unit test below says so).
+            Err(e) => panic!("the default settings do not resolve: {e:#}"),
         }
     }
 
-    /// Merges flags/environment (already combined by clap) over the file over defaults.
+    /// Checks the settings and puts them in the shape the server uses.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
-        let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read --config file {}", path.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .with_context(|| format!("invalid --config file {}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
-        let host = args
-            .host
-            .or(file.host)
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let port = args.port.or(file.port).unwrap_or(3000);
-        let base_url = match args.base_url.clone().or(file.base_url) {
-            Some(u) => Some(validate_base_url(&u)?),
+        let s = &args.server;
+        let base_url = match &s.base_url {
+            Some(u) => Some(validate_base_url(u)?),
             None => None,
         };
-        let heartbeat_secs = file.heartbeat_secs.unwrap_or(10);
-        if !(1..=3600).contains(&heartbeat_secs) {
-            bail!("heartbeat_secs in the --config file must be between 1 and 3600");
+        if !(1..=3600).contains(&s.heartbeat_secs) {
+            bail!("--heartbeat-secs must be between 1 and 3600");
         }
-        let offline_after_secs = file.offline_after_secs.unwrap_or(heartbeat_secs * 6);
-        if offline_after_secs <= heartbeat_secs {
-            bail!("offline_after_secs in the --config file must be larger than heartbeat_secs");
+        let offline_after_secs = s.offline_after_secs.unwrap_or(s.heartbeat_secs * 6);
+        if offline_after_secs <= s.heartbeat_secs {
+            bail!("--offline-after-secs must be larger than --heartbeat-secs");
         }
-        let h = &args.hookos;
-        let hookos = Hookos {
-            url: match h.hookos_url.clone().or(file.hookos_url) {
-                Some(u) => Some(validate_base_url(&u).context("--hookos-url")?),
-                None => None,
-            },
-            grpc_authority: check_param(
-                "--tink-grpc-authority",
-                h.tink_grpc_authority.clone().or(file.tink_grpc_authority),
-            )?,
-            syslog_host: check_param(
-                "--tink-syslog-host",
-                h.tink_syslog_host.clone().or(file.tink_syslog_host),
-            )?,
-            tls: h.tink_tls || file.tink_tls.unwrap_or(false),
-            worker_image: check_param(
-                "--tink-worker-image",
-                h.tink_worker_image.clone().or(file.tink_worker_image),
-            )?
-            .unwrap_or_else(|| "tinkerbell/tink-worker:latest".into()),
-            console: check_param(
-                "--hookos-console",
-                h.hookos_console.clone().or(file.hookos_console),
-            )?
-            .unwrap_or_else(|| "ttyS0,115200".into()),
-        };
-        let enrollment_secret = args.enrollment_secret.clone().or(file.enrollment_secret);
-        if let Some(s) = &enrollment_secret {
-            if s.len() < 16
-                || s.len() > 128
-                || !s
+        if let Some(secret) = &s.enrollment_secret {
+            if secret.len() < 16
+                || secret.len() > 128
+                || !secret
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
@@ -317,36 +644,23 @@ impl Config {
                 );
             }
         }
-        let tls = match (
-            args.tls_cert.clone().or(file.tls_cert),
-            args.tls_key.clone().or(file.tls_key),
-        ) {
-            (Some(c), Some(k)) => Some((c, k)),
+        let tls = match (&s.tls_cert, &s.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             (None, None) => None,
             _ => bail!("--tls-cert and --tls-key go together"),
         };
-        let tftp_enabled = args.tftp || file.tftp.unwrap_or(false);
-        let tftp_port = args.tftp_port.or(file.tftp_port).unwrap_or(69);
         Ok(Config {
-            listen: SocketAddr::new(host, port),
-            boot_dir: args
-                .boot_dir
-                .clone()
-                .or(file.boot_dir)
-                .unwrap_or_else(|| PathBuf::from("out/netboot")),
-            tftp: tftp_enabled.then_some(SocketAddr::new(host, tftp_port)),
-            hookos,
-            enrollment_secret,
+            listen: SocketAddr::new(s.host, s.port),
+            db: args.db.db.clone(),
+            base_url,
+            heartbeat_secs: s.heartbeat_secs,
+            offline_after_secs,
+            boot_dir: s.boot_dir.clone(),
+            tftp: s.tftp.then_some(SocketAddr::new(s.host, s.tftp_port)),
+            hookos: Hookos::resolve(&args.hookos)?,
+            enrollment_secret: s.enrollment_secret.clone(),
             tls,
             tinkerbell: args.tinkerbell.clone(),
-            db: args
-                .db
-                .clone()
-                .or(file.db)
-                .unwrap_or_else(|| PathBuf::from("sqlite.db")),
-            base_url,
-            heartbeat_secs,
-            offline_after_secs,
         })
     }
 }
@@ -455,6 +769,22 @@ impl HookosSettings {
 mod tests {
     use super::*;
 
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cli = parse(std::iter::once("dragonfly").chain(args.iter().copied())).unwrap();
+        match cli.command {
+            Some(Command::Serve(s)) => s,
+            _ => cli.serve,
+        }
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        std::fs::write(&path, text).unwrap();
+        let p = path.to_string_lossy().into_owned();
+        (dir, p)
+    }
+
     #[test]
     fn base_urls_are_checked() {
         assert_eq!(
@@ -468,29 +798,132 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("d.toml");
-        std::fs::write(&file, "port = 4000\ndb = \"from-file.db\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            port: Some(5000),
-            ..Default::default()
-        };
-        let c = Config::resolve(&args).unwrap();
+        let (_dir, f) = file("port = 4000\ndb = \"from-file.db\"\n");
+        let c = Config::resolve(&serve(&["--config", &f, "--port", "5000"])).unwrap();
         assert_eq!(c.listen.port(), 5000);
         assert_eq!(c.db, PathBuf::from("from-file.db"));
     }
 
     #[test]
     fn unknown_file_keys_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("d.toml");
-        std::fs::write(&file, "prot = 4000\n").unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            ..Default::default()
+        let (_dir, f) = file("prot = 4000\n");
+        let err = parse(["dragonfly", "--config", &f])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`prot`: unknown setting"), "{err}");
+    }
+
+    #[test]
+    fn every_setting_can_come_from_the_file_and_is_checked_by_its_flag_parser() {
+        let (_dir, f) = file(
+            "tink_finish = \"kexec\"\ntinkerbell_namespace = \"tink\"\ntftp = true\n\
+             heartbeat_secs = 5\ntink_final_action_timeout = \"90s\"\nhost = \"127.0.0.1\"\n",
+        );
+        let s = serve(&["--config", &f]);
+        assert_eq!(s.tinkerbell.workflow.tink_finish, Finish::Kexec);
+        assert_eq!(s.tinkerbell.namespace.tinkerbell_namespace, "tink");
+        assert!(s.server.tftp);
+        assert_eq!(s.server.heartbeat_secs, 5);
+        assert_eq!(
+            std::time::Duration::from(s.tinkerbell.workflow.tink_final_action_timeout),
+            std::time::Duration::from_secs(90)
+        );
+        let (_dir, f) = file("tink_finish = \"sideways\"\n");
+        let err = parse(["dragonfly", "--config", &f])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`tink_finish`"), "{err}");
+        let (_dir, f) = file("port = \"many\"\n");
+        assert!(parse(["dragonfly", "--config", &f]).is_err());
+    }
+
+    #[test]
+    fn subcommands_read_the_file_for_their_own_settings_only() {
+        let (_dir, f) = file("db = \"x.db\"\nport = 4000\n");
+        let cli = parse([
+            "dragonfly",
+            "admin",
+            "create-token",
+            "--name",
+            "n",
+            "--config",
+            &f,
+        ])
+        .unwrap();
+        let Some(Command::Admin(AdminCommand::CreateToken { db, .. })) = cli.command else {
+            panic!("not parsed as create-token");
         };
-        let err = format!("{:#}", Config::resolve(&args).unwrap_err());
-        assert!(err.contains("unknown field `prot`"), "{err}");
+        assert_eq!(db.db, PathBuf::from("x.db"));
+    }
+
+    #[test]
+    fn tinkerbell_flags_parse() {
+        let s = serve(&[
+            "--tinkerbell",
+            "on",
+            "--kubeconfig",
+            "k.yaml",
+            "--tinkerbell-namespace",
+            "tink",
+            "--tink-finish",
+            "kexec",
+            "--tink-final-action-timeout",
+            "90s",
+        ]);
+        let t = &s.tinkerbell;
+        assert_eq!(t.cluster.tinkerbell, Mode::On);
+        assert_eq!(t.cluster.kubeconfig, Some(PathBuf::from("k.yaml")));
+        assert_eq!(t.namespace.tinkerbell_namespace, "tink");
+        assert_eq!(t.workflow.tink_finish, Finish::Kexec);
+        assert_eq!(
+            std::time::Duration::from(t.workflow.tink_final_action_timeout),
+            std::time::Duration::from_secs(90)
+        );
+    }
+
+    #[test]
+    fn a_subcommand_shows_only_the_options_it_reads() {
+        let mut cmd = Cli::command();
+        let help = |path: &[&str], cmd: &mut clap::Command| {
+            let mut c = cmd.clone();
+            for p in path {
+                c = c.find_subcommand(p).unwrap().clone();
+            }
+            c.render_long_help().to_string()
+        };
+        let manifests = help(&["tinkerbell", "manifests"], &mut cmd);
+        assert!(manifests.contains("--tinkerbell-namespace"), "{manifests}");
+        for other in [
+            "--port",
+            "--db",
+            "--kubeconfig",
+            "--tink-finish",
+            "--hookos-url",
+        ] {
+            assert!(!manifests.contains(other), "manifests shows {other}");
+        }
+        let admin = help(&["admin", "create-token"], &mut cmd);
+        assert!(admin.contains("--db"));
+        assert!(!admin.contains("--port") && !admin.contains("--kubeconfig"));
+        let serve = help(&["serve"], &mut cmd);
+        for all in [
+            "--port",
+            "--db",
+            "--kubeconfig",
+            "--tink-finish",
+            "--hookos-url",
+        ] {
+            assert!(serve.contains(all), "serve lacks {all}");
+        }
+    }
+
+    #[test]
+    fn the_declared_defaults_resolve() {
+        let c = Config::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(c.listen.port(), 3000);
+        assert_eq!(c.db, PathBuf::from("sqlite.db"));
+        assert_eq!(c.offline_after_secs, 60);
+        assert_eq!(c.hookos.console, "ttyS0,115200");
+        Config::for_tests(Path::new("/tmp/x.db"));
     }
 }

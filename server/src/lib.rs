@@ -5,6 +5,7 @@ pub mod api;
 pub mod artefact;
 pub mod auth;
 pub mod boot;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -1,11 +1,11 @@
-//! The `dragonfly` binary: flags in, a bound socket, then the library's `serve`.
+//! The `dragonfly` binary: the command line in, a bound socket, then the library's `serve`
+//! (or one of the offline subcommands in `dragonfly::cli`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use dragonfly::config::{AdminCommand, Cli, Command, Config};
+use dragonfly::config::{Command, Config, ParseError, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 #[cfg(feature = "mimalloc")]
@@ -23,14 +23,19 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = match dragonfly::config::parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        // clap prints help, versions and usage errors itself (exit status 2 for errors).
+        Err(ParseError::Usage(e)) => e.exit(),
+        Err(ParseError::File(e)) => return Err(e),
+    };
     match cli.command {
         Some(Command::Openapi) => {
             println!("{}", dragonfly::api::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Admin(cmd)) => {
-            admin(&Config::resolve(&cli.serve)?, cmd)?;
+            current_thread()?.block_on(dragonfly::cli::admin(cmd))?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Tinkerbell(cmd)) => {
@@ -40,95 +45,45 @@ fn run() -> anyhow::Result<ExitCode> {
                     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
                 )
                 .init();
-            let config = Config::resolve(&cli.serve)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let code = runtime.block_on(dragonfly::provision::run_command(
-                &cmd,
-                &config.tinkerbell,
-                &config,
-                &mut std::io::stdout(),
-            ))?;
+            let code = current_thread()?
+                .block_on(dragonfly::cli::tinkerbell(&cmd, &mut std::io::stdout()))?;
             Ok(ExitCode::from(code))
         }
-        None | Some(Command::Serve) => {
-            tracing_subscriber::fmt()
-                .with_ansi(
-                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-                )
-                .with_env_filter(
-                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-                )
-                .init();
-            let config = Config::resolve(&cli.serve)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                // Blocking-pool work is short (SQLite reads on 4 connections, file chunks,
-                // a password hash): a small pool queues bursts instead of growing to
-                // hundreds of idle threads, each with its own allocator heap.
-                .max_blocking_threads(16)
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(config.listen)
-                    .await
-                    .with_context(|| {
-                        format!("cannot listen on {} (--host/--port)", config.listen)
-                    })?;
-                dragonfly::serve(config, listener, shutdown_signal()).await
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Serve(args)) => serve(&args),
+        None => serve(&cli.serve),
     }
 }
 
-/// `dragonfly admin ...`: account and token chores on the database directly.
-fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
-    let db = dragonfly::store::Db::open(&config.db)
-        .with_context(|| format!("--db {}", config.db.display()))?;
-    let auth = dragonfly::auth::Auth::new(db, std::sync::Arc::new(dragonfly::clock::SystemClock));
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let config = Config::resolve(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Blocking-pool work is short (SQLite reads on 4 connections, file chunks, a
+        // password hash): a small pool queues bursts instead of growing to hundreds of idle
+        // threads, each with its own allocator heap.
+        .max_blocking_threads(16)
+        .build()
         .context("cannot start the async runtime")?;
-    match cmd {
-        AdminCommand::SetPassword { username } => {
-            let password = if std::io::stdin().is_terminal() {
-                let first = rpassword::prompt_password(format!("New password for {username}: "))?;
-                let again = rpassword::prompt_password("Again: ")?;
-                if first != again {
-                    anyhow::bail!("the two passwords differ; nothing changed");
-                }
-                first
-            } else {
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line)?;
-                line.trim_end_matches(['\r', '\n']).to_string()
-            };
-            runtime
-                .block_on(auth.set_password(&username, &password))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            eprintln!("password of {username} set; their sessions were ended");
-        }
-        AdminCommand::CreateToken { name, scope } => {
-            let scope = if scope == "read" {
-                dragonfly::auth::Scope::Read
-            } else {
-                dragonfly::auth::Scope::Admin
-            };
-            let (token, secret) = runtime
-                .block_on(auth.create_token(&name, scope, "cli"))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            eprintln!(
-                "created API token {} ({:?}); its secret, shown once:",
-                token.id, token.scope
-            );
-            println!("{secret}");
-        }
-    }
-    Ok(())
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--host/--port)", config.listen))?;
+        dragonfly::serve(config, listener, shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on Ctrl-C or SIGTERM (systemd's stop).

@@ -25,8 +25,7 @@ use crate::machines::{Actor, Change, ListQuery, MachineDetail, MachineEvent, Mac
 use crate::tinkerbell::objects;
 use crate::tinkerbell::templates::OsFacts;
 use crate::tinkerbell::{self, BootSignal, FollowOptions, Phase, Tinkerbell, WorkflowUpdate};
-pub use command::{render, run_command};
-use facts::disk_ref;
+pub use command::{check, render};
 pub use facts::{facts, os_facts};
 
 /// How often a failed cluster write is tried before the machine is marked failed.

@@ -6,7 +6,6 @@
 //! This module never imports `machines/`: the glue in `provision.rs` hands it plain facts
 //! ([`objects::MachineFacts`]) and consumes the updates it yields.
 
-pub mod cli;
 pub mod disks;
 pub mod follow;
 pub mod objects;
@@ -21,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-pub use cli::{Mode, TinkerbellArgs, TinkerbellCommand};
+pub use crate::config::{ClusterArgs, Finish, Mode, TinkerbellArgs, TinkerbellCommand};
 pub use follow::{BootSignal, FollowOptions, Phase, WorkflowUpdate};
 pub use resources::{Hardware, Template, Workflow};
 pub use templates::TemplateSettings;
@@ -136,20 +135,21 @@ impl Tinkerbell {
 /// and fails when none works; `off` never connects.
 pub async fn connect(args: &TinkerbellArgs) -> anyhow::Result<Option<Tinkerbell>> {
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    let wanted = match args.tinkerbell {
+    let cluster = &args.cluster;
+    let wanted = match cluster.tinkerbell {
         Mode::Off => false,
         Mode::On => true,
-        Mode::Auto => args.kubeconfig.is_some() || in_cluster,
+        Mode::Auto => cluster.kubeconfig.is_some() || in_cluster,
     };
     if !wanted {
         return Ok(None);
     }
-    let settings = TemplateSettings::from_args(args)?;
-    let config = match kube_config(args, in_cluster).await {
+    let settings = TemplateSettings::from_args(&args.workflow)?;
+    let config = match kube_config(cluster, in_cluster).await {
         Ok(c) => c,
         // Auto-detected only because this runs in a pod: a pod without a usable
         // ServiceAccount runs standalone rather than not at all.
-        Err(e) if args.tinkerbell == Mode::Auto && args.kubeconfig.is_none() => {
+        Err(e) if cluster.tinkerbell == Mode::Auto && cluster.kubeconfig.is_none() => {
             tracing::warn!(
                 error = format!("{e:#}"),
                 "running in Kubernetes but without a usable ServiceAccount: Tinkerbell backend off"
@@ -160,8 +160,12 @@ pub async fn connect(args: &TinkerbellArgs) -> anyhow::Result<Option<Tinkerbell>
     };
     install_crypto_provider();
     let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
-    let tink = Tinkerbell::new(client, args.tinkerbell_namespace.clone(), settings)
-        .with_final_action_timeout(args.tink_final_action_timeout.into());
+    let tink = Tinkerbell::new(
+        client,
+        args.namespace.tinkerbell_namespace.clone(),
+        settings,
+    )
+    .with_final_action_timeout(args.workflow.tink_final_action_timeout.into());
     tracing::info!(
         namespace = %tink.namespace,
         "Tinkerbell backend on (workflows are followed with a watch)"
@@ -169,7 +173,7 @@ pub async fn connect(args: &TinkerbellArgs) -> anyhow::Result<Option<Tinkerbell>
     Ok(Some(tink))
 }
 
-async fn kube_config(args: &TinkerbellArgs, in_cluster: bool) -> anyhow::Result<kube::Config> {
+async fn kube_config(args: &ClusterArgs, in_cluster: bool) -> anyhow::Result<kube::Config> {
     let options = kube::config::KubeConfigOptions {
         context: args.kube_context.clone(),
         ..Default::default()

@@ -6,6 +6,8 @@
 
 mod support;
 
+// The import rules between the server's modules (ARCHITECTURE's layers).
+mod architecture;
 // The boot flow: iPXE scripts by state, artefacts with Range/ETag, TFTP.
 mod boot;
 // Agent registration, re-registration, identity and heartbeats.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use super::cli::{Finish, TinkerbellArgs};
+use crate::config::{Finish, WorkflowArgs};
 
 /// The worker of the install task: the boot MAC from the Workflow's hardwareMap.
 pub const WORKER: &str = "{{.device_1}}";
@@ -39,7 +39,7 @@ pub struct TemplateSettings {
 impl Default for TemplateSettings {
     /// The flags' defaults (a test checks they equal `from_args` of the default flags).
     fn default() -> Self {
-        let a = TinkerbellArgs::default();
+        let a = WorkflowArgs::default();
         TemplateSettings {
             actions: a.tink_actions,
             actions_tag: a.tink_actions_tag,
@@ -63,7 +63,7 @@ fn check_image(flag: &str, v: &str) -> anyhow::Result<()> {
 }
 
 impl TemplateSettings {
-    pub fn from_args(a: &TinkerbellArgs) -> anyhow::Result<TemplateSettings> {
+    pub fn from_args(a: &WorkflowArgs) -> anyhow::Result<TemplateSettings> {
         check_image("--tink-actions", &a.tink_actions)?;
         check_image("--tink-actions-tag", &a.tink_actions_tag)?;
         check_image("--tink-reboot-image", &a.tink_reboot_image)?;
@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn default_settings_are_the_default_flags() {
         assert_eq!(
-            TemplateSettings::from_args(&TinkerbellArgs::default()).unwrap(),
+            TemplateSettings::from_args(&WorkflowArgs::default()).unwrap(),
             TemplateSettings::default()
         );
     }
@@ -498,19 +498,19 @@ mod tests {
 
     #[test]
     fn settings_refuse_template_syntax_and_bad_urls() {
-        let a = TinkerbellArgs {
+        let a = WorkflowArgs {
             tink_actions: "registry/{{ .x }}".into(),
-            ..TinkerbellArgs::default()
+            ..WorkflowArgs::default()
         };
         assert!(TemplateSettings::from_args(&a).is_err());
-        let a = TinkerbellArgs {
+        let a = WorkflowArgs {
             tink_metadata_url: Some("ftp://x".into()),
-            ..TinkerbellArgs::default()
+            ..WorkflowArgs::default()
         };
         assert!(TemplateSettings::from_args(&a).is_err());
-        let a = TinkerbellArgs {
+        let a = WorkflowArgs {
             tink_waitdaemon_image: "none".into(),
-            ..TinkerbellArgs::default()
+            ..WorkflowArgs::default()
         };
         assert_eq!(
             TemplateSettings::from_args(&a).unwrap().waitdaemon_image,

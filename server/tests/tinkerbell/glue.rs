@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use dragonfly::config::Command;
 use dragonfly::config::Config;
 use dragonfly::machines::{State, TargetDisk};
 use dragonfly::provision;
 use dragonfly::state::AppState;
-use dragonfly::tinkerbell::{TinkerbellArgs, TinkerbellCommand};
+use dragonfly::tinkerbell::TinkerbellCommand;
 use dragonfly_proto::{HardwareReport, RegisterRequest};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -361,16 +362,11 @@ async fn render_prints_what_would_be_applied_without_a_cluster() {
         )
         .await
         .unwrap();
-    let config = Config::for_tests(&e.dir.path().join("sqlite.db"));
-    let args = TinkerbellArgs::default();
+    let db = e.dir.path().join("sqlite.db");
+    let db = db.to_str().unwrap();
     let mut out = Vec::new();
-    let cmd = TinkerbellCommand::Render {
-        mac: "52-54-00-00-00-08".into(),
-        os: None,
-    };
-    let code = provision::run_command(&cmd, &args, &config, &mut out)
-        .await
-        .unwrap();
+    let cmd = tinkerbell_cmd(&["render", "--db", db, "--mac", "52-54-00-00-00-08"]);
+    let code = dragonfly::cli::tinkerbell(&cmd, &mut out).await.unwrap();
     assert_eq!(code, 0);
     let text = String::from_utf8(out).unwrap();
     let docs: Vec<Value> = text
@@ -395,13 +391,16 @@ async fn render_prints_what_would_be_applied_without_a_cluster() {
 
     // Another OS by name; unknown machines and OSes are errors that say so.
     let mut out = Vec::new();
-    let cmd = TinkerbellCommand::Render {
-        mac: "52:54:00:00:00:08".into(),
-        os: Some("debian-13".into()),
-    };
-    provision::run_command(&cmd, &args, &config, &mut out)
-        .await
-        .unwrap();
+    let cmd = tinkerbell_cmd(&[
+        "render",
+        "--db",
+        db,
+        "--mac",
+        "52:54:00:00:00:08",
+        "--os",
+        "debian-13",
+    ]);
+    dragonfly::cli::tinkerbell(&cmd, &mut out).await.unwrap();
     assert!(
         String::from_utf8(out)
             .unwrap()
@@ -412,11 +411,12 @@ async fn render_prints_what_would_be_applied_without_a_cluster() {
         ("52:54:00:00:00:08", Some("plan9"), "no OS 'plan9'"),
         ("not-a-mac", None, "--mac"),
     ] {
-        let cmd = TinkerbellCommand::Render {
-            mac: mac.into(),
-            os: os.map(Into::into),
-        };
-        let err = provision::run_command(&cmd, &args, &config, &mut Vec::new())
+        let mut argv = vec!["render", "--db", db, "--mac", mac];
+        if let Some(os) = os {
+            argv.extend(["--os", os]);
+        }
+        let cmd = tinkerbell_cmd(&argv);
+        let err = dragonfly::cli::tinkerbell(&cmd, &mut Vec::new())
             .await
             .unwrap_err();
         assert!(format!("{err:#}").contains(want), "{err:#}");
@@ -426,16 +426,10 @@ async fn render_prints_what_would_be_applied_without_a_cluster() {
 #[tokio::test]
 async fn the_commands_print_manifests_and_check_through_a_kubeconfig() {
     let e = env(false).await;
-    let config = Config::for_tests(&e.dir.path().join("sqlite.db"));
     let mut out = Vec::new();
-    let code = provision::run_command(
-        &TinkerbellCommand::Manifests,
-        &TinkerbellArgs::default(),
-        &config,
-        &mut out,
-    )
-    .await
-    .unwrap();
+    let code = dragonfly::cli::tinkerbell(&tinkerbell_cmd(&["manifests"]), &mut out)
+        .await
+        .unwrap();
     assert_eq!(code, 0);
     assert_eq!(
         String::from_utf8(out).unwrap(),
@@ -454,23 +448,16 @@ async fn the_commands_print_manifests_and_check_through_a_kubeconfig() {
         ),
     )
     .unwrap();
-    let args = TinkerbellArgs {
-        kubeconfig: Some(kubeconfig),
-        ..TinkerbellArgs::default()
-    };
+    let check = tinkerbell_cmd(&["check", "--kubeconfig", kubeconfig.to_str().unwrap()]);
     let mut out = Vec::new();
-    let code = provision::run_command(&TinkerbellCommand::Check, &args, &config, &mut out)
-        .await
-        .unwrap();
+    let code = dragonfly::cli::tinkerbell(&check, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("all good"), "{text}");
 
     e.fake.deny("create", "workflows");
     let mut out = Vec::new();
-    let code = provision::run_command(&TinkerbellCommand::Check, &args, &config, &mut out)
-        .await
-        .unwrap();
+    let code = dragonfly::cli::tinkerbell(&check, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(code, 1, "{text}");
     assert!(
@@ -526,4 +513,13 @@ async fn a_rename_during_an_install_keeps_the_install_disk_first() {
         hw["spec"]["metadata"]["instance"]["operating_system"]["os_slug"],
         "debian-12"
     );
+}
+
+/// `dragonfly tinkerbell ARGS...` as the binary parses it.
+fn tinkerbell_cmd(args: &[&str]) -> TinkerbellCommand {
+    let argv = ["dragonfly", "tinkerbell"].iter().chain(args).copied();
+    match dragonfly::config::parse(argv).unwrap().command {
+        Some(Command::Tinkerbell(cmd)) => cmd,
+        other => panic!("not a tinkerbell command: {other:?}"),
+    }
 }

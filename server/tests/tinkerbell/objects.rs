@@ -1,7 +1,7 @@
 //! What Dragonfly writes, checked against the CRDs of Tinkerbell v0.25 and legacy tink
 //! v0.12.2; the upstream examples read into the typed structs; the RBAC file.
 
-use dragonfly::tinkerbell::cli::Finish;
+use dragonfly::tinkerbell::Finish;
 use dragonfly::tinkerbell::disks::DiskRef;
 use dragonfly::tinkerbell::objects::{self, MachineFacts};
 use dragonfly::tinkerbell::progress::{Progress, State};

@@ -1,0 +1,121 @@
+//! The subcommands other than `serve`: operator chores on the database (`admin`) and the
+//! Tinkerbell backend from the command line (`tinkerbell`). `main.rs` parses and calls these.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use crate::auth::{Auth, Scope};
+use crate::clock::SystemClock;
+use crate::config::{AdminCommand, Config, TinkerbellCommand};
+use crate::store::Db;
+use crate::tinkerbell::templates::TemplateSettings;
+
+/// `dragonfly admin ...`: account and token chores on the database directly.
+pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
+    let path = match &cmd {
+        AdminCommand::SetPassword { db, .. } | AdminCommand::CreateToken { db, .. } => {
+            db.db.clone()
+        }
+    };
+    let db = {
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || Db::open(&p))
+            .await
+            .context("database task failed")?
+            .with_context(|| format!("--db {}", path.display()))?
+    };
+    let auth = Auth::new(db, Arc::new(SystemClock));
+    match cmd {
+        AdminCommand::SetPassword { username, .. } => {
+            let password = read_password(&username)?;
+            auth.set_password(&username, &password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!("password of {username} set; their sessions were ended");
+        }
+        AdminCommand::CreateToken { name, scope, .. } => {
+            let scope = if scope == "read" {
+                Scope::Read
+            } else {
+                Scope::Admin
+            };
+            let (token, secret) = auth
+                .create_token(&name, scope, "cli")
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "created API token {} ({:?}); its secret, shown once:",
+                token.id, token.scope
+            );
+            println!("{secret}");
+        }
+    }
+    Ok(())
+}
+
+/// From the terminal (twice), or else the first line of standard input.
+fn read_password(username: &str) -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("New password for {username}: "))?;
+        let again = rpassword::prompt_password("Again: ")?;
+        if first != again {
+            bail!("the two passwords differ; nothing changed");
+        }
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+}
+
+/// `dragonfly tinkerbell ...`; returns the process exit code (0 when all is well).
+pub async fn tinkerbell(
+    cmd: &TinkerbellCommand,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<u8> {
+    match cmd {
+        TinkerbellCommand::Manifests { namespace, .. } => {
+            let text = crate::tinkerbell::rbac::manifests(&namespace.tinkerbell_namespace);
+            out.write_all(text.as_bytes())?;
+            Ok(0)
+        }
+        TinkerbellCommand::Check { tinkerbell, .. } => {
+            crate::provision::check(tinkerbell, out).await
+        }
+        TinkerbellCommand::Render {
+            mac,
+            os,
+            db,
+            namespace,
+            workflow,
+            hookos,
+            ..
+        } => {
+            if !db.db.exists() {
+                bail!("no database at {} (--db)", db.db.display());
+            }
+            let mut config = Config::offline(&db.db);
+            config.hookos.console = hookos.hookos_console.clone();
+            // Nothing is served: the base URL only appears in instructions, never rendered.
+            let state =
+                crate::build_state(&config, "http://127.0.0.1".into(), Arc::new(SystemClock))
+                    .await?;
+            let settings =
+                TemplateSettings::from_args(workflow)?.with_console(&hookos.hookos_console);
+            let text = crate::provision::render(
+                &state.machines,
+                &state.catalogue,
+                mac,
+                os.as_deref(),
+                &settings,
+                &namespace.tinkerbell_namespace,
+            )
+            .await?;
+            out.write_all(text.as_bytes())?;
+            Ok(0)
+        }
+    }
+}
