@@ -73,6 +73,11 @@ impl Signals {
         }
     }
 
+    /// How many waiters `key` has.
+    pub fn waiters(&self, key: &str) -> usize {
+        self.map().get(key).map_or(0, |tx| tx.receiver_count())
+    }
+
     /// How many keys have waiters (for tests and metrics).
     pub fn keys(&self) -> usize {
         self.map().len()

@@ -282,6 +282,11 @@ impl Machines {
         self.signals.watch(id)
     }
 
+    /// How many long-polls wait on machine `id` right now.
+    pub fn waiting(&self, id: &str) -> usize {
+        self.signals.waiters(id)
+    }
+
     /// Answers when the database does (for /healthz).
     pub async fn ping(&self) -> Result<()> {
         Ok(self.db.ping().await?)

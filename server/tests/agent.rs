@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestServer, expect_error, expect_json, report};
+use crate::support::{TestServer, eventually, expect_error, expect_json, report};
 
 #[tokio::test]
 async fn registration_creates_a_machine_with_its_hardware() {
@@ -349,8 +349,11 @@ async fn a_long_polling_heartbeat_returns_as_soon_as_the_machine_is_assigned() {
             .unwrap();
         resp.json::<serde_json::Value>().await.unwrap()
     });
-    // Give the poll time to park, then assign; the poll must answer chainload, not wait.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Once the poll waits on this machine, assign; the poll must answer chainload, not wait.
+    eventually("the long-poll to wait on its machine", || async {
+        (s.state.machines.waiting(&id) > 0).then_some(())
+    })
+    .await;
     expect_json(
         s.post(
             &format!("/api/v1/machines/{id}/assign"),

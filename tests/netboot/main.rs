@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dragonfly_e2e::{Server, eventually, workspace};
+use dragonfly_e2e::{Server, wait_for as eventually, workspace};
 use serde_json::{Value, json};
 
 /// Generous: TCG on a loaded 2-core CI machine.
@@ -143,7 +143,7 @@ fn boot_vm(server: &Server, id: &Identity, uefi: bool) -> Vm {
 
 async fn machine_by_mac(s: &Server, mac: &str) -> Option<Value> {
     let page: Value = s
-        .api
+        .client
         .get(format!("{}/api/v1/machines", s.url))
         .query(&[("q", mac)])
         .send()
@@ -216,7 +216,7 @@ async fn register(s: &Server, id: &Identity, vm: &Vm) -> String {
 
 async fn assign(s: &Server, machine_id: &str, disk: &str) {
     let r = s
-        .api
+        .client
         .post(format!("{}/api/v1/machines/{machine_id}/assign", s.url))
         .json(&json!({"os": "debian-12", "target_disk": {"serial": disk}}))
         .send()

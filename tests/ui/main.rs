@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use dragonfly_e2e::{Browser, PASSWORD, Server, eventually};
+use dragonfly_e2e::{Browser, PASSWORD, Server, register, wait_for as eventually};
 use fantoccini::Locator;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -43,6 +43,7 @@ where
     Fut: std::future::Future<Output = (Browser, anyhow::Result<()>)>,
 {
     let server = Server::start().await;
+    server.set_admin_password().await;
     let browser = Browser::start().await.expect("a headless Chromium");
     let (browser, result) = body(browser, server).await;
     if let Err(e) = result {
@@ -75,7 +76,7 @@ async fn a_registered_machine_appears_live_and_can_be_assigned() {
             })
             .await?;
             let registered = Instant::now();
-            let id = s.register(1).await;
+            let id = register(&s, 1).await;
             let row = format!("tr[data-machine=\"{id}\"]");
             eventually(WAIT, "the new row", || async {
                 c.find(Locator::Css(&row)).await.ok()
@@ -84,7 +85,7 @@ async fn a_registered_machine_appears_live_and_can_be_assigned() {
             println!("UI_LIVE_DELAY_MS={}", registered.elapsed().as_millis());
 
             for n in 2..6 {
-                s.register(n).await;
+                register(&s, n).await;
             }
             b.snap("list").await;
             c.find(Locator::Css(&format!("{row} a")))
@@ -153,9 +154,9 @@ async fn a_registered_machine_appears_live_and_can_be_assigned() {
 async fn bulk_tagging_names_and_tags_exactly_the_selected_machines() {
     with_browser("bulk-tag", |b, s| async move {
         let r = async {
-            let a = s.register(11).await;
-            let bm = s.register(12).await;
-            let other = s.register(13).await;
+            let a = register(&s, 11).await;
+            let bm = register(&s, 12).await;
+            let other = register(&s, 13).await;
             login(&b, &s).await?;
             let c = &b.client;
             for id in [&a, &bm] {
