@@ -137,3 +137,33 @@ async fn the_log_pages_backwards_newest_first() {
     assert_eq!(rest.as_array().unwrap().len(), 2);
     assert!(rest[0]["id"].as_i64().unwrap() < before);
 }
+
+#[tokio::test]
+async fn the_dashboard_names_machines_in_recent_events_by_hostname_or_boot_mac() {
+    let s = TestServer::start().await;
+    // Registered in the same instant: their time-ordered ids share their first digits.
+    let a = s.register(report(41)).await["machine_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = s.register(report(42)).await["machine_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    expect_json(
+        s.patch(
+            &format!("/api/v1/machines/{a}"),
+            json!({"hostname": "web-01"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let html = s.get("/").await.text().await.unwrap();
+    let events = &html[html.find("Recent events").expect("no recent events")..];
+    assert!(events.contains(">web-01<"), "{events}");
+    assert!(events.contains(">52:54:00:00:00:2a<"), "{events}");
+    for id in [&a, &b] {
+        assert!(!events.contains(&format!(">{}<", &id[..8])), "{events}");
+    }
+}

@@ -108,15 +108,11 @@ pub async fn page(
     let ctx = Ctx::new(&p, "machines");
     let result = machines.list(f.query().ui(&headers)?).await.ui(&headers)?;
     let os = catalogue.list().await.ui(&headers)?;
-    let states = [
-        "",
-        "discovered",
-        "assigned",
-        "installing",
-        "installed",
-        "failed",
-        "offline",
-    ];
+    // Any, each lifecycle state, and offline (derived, not a state).
+    let states: Vec<&str> = std::iter::once("")
+        .chain(MState::ALL.iter().map(|s| s.as_str()))
+        .chain(["offline"])
+        .collect();
     let body = html! {
         h1 { "Machines" }
         form.toolbar role="search" method="get" action=(paths::MACHINES) {
