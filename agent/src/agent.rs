@@ -56,6 +56,9 @@ pub struct AgentOptions {
     /// Log only failures, not every registration and instruction (the simulator, where a
     /// thousand machines would drown the terminal).
     pub quiet: bool,
+    /// This machine's secret from its boot script (`dragonfly.machine=`): proof of identity
+    /// at registration.
+    pub machine_secret: Option<String>,
     /// Set from outside to end [`Agent::run`] at the next step.
     pub stop: Option<Arc<AtomicBool>>,
     pub counters: Option<Arc<Counters>>,
@@ -71,6 +74,7 @@ impl AgentOptions {
             scratch_dir: std::env::temp_dir(),
             tag: String::new(),
             quiet: false,
+            machine_secret: None,
             stop: None,
             counters: None,
         }
@@ -127,6 +131,8 @@ pub struct Agent<H: Host> {
     inventory: ReportSource,
     opts: AgentOptions,
     backoff: Backoff,
+    /// The token of the last registration: proof of identity when registering again.
+    last_token: Option<String>,
 }
 
 impl<H: Host> Agent<H> {
@@ -143,6 +149,7 @@ impl<H: Host> Agent<H> {
             inventory,
             opts,
             backoff,
+            last_token: None,
         }
     }
 
@@ -205,6 +212,8 @@ impl<H: Host> Agent<H> {
             agent_version: crate::VERSION.to_string(),
             protocol: PROTOCOL_VERSION,
             report: report.clone(),
+            machine_secret: self.opts.machine_secret.clone(),
+            previous_token: self.last_token.clone(),
         };
         loop {
             if self.stopped() {
@@ -248,6 +257,7 @@ impl<H: Host> Agent<H> {
     /// Obeys instructions with one token until re-registration or an outcome.
     fn session(&mut self, reg: RegisterResponse) -> Step {
         let token = reg.token;
+        self.last_token = Some(token.clone());
         let every = Duration::from_secs(u64::from(reg.heartbeat_secs.clamp(1, 3600)));
         let mut instruction = reg.instruction;
         loop {

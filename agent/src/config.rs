@@ -14,6 +14,9 @@ use crate::cmdline::KernelCmdline;
 pub const URL_PARAM: &str = "dragonfly.url";
 /// The kernel parameter carrying the enrollment secret, sent at registration.
 pub const SECRET_PARAM: &str = "dragonfly.secret";
+/// The kernel parameter carrying this machine's secret, which only its own boot script
+/// has; sent at registration as proof of identity.
+pub const MACHINE_SECRET_PARAM: &str = "dragonfly.machine";
 /// The environment variable naming the server's base URL.
 pub const URL_ENV: &str = "DRAGONFLY_URL";
 
@@ -42,6 +45,8 @@ pub struct ServerConfig {
     pub source: UrlSource,
     /// Sent as `X-Dragonfly-Enrollment` at registration when present.
     pub enrollment_secret: Option<String>,
+    /// This machine's secret from its boot script, sent at registration when present.
+    pub machine_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,10 +103,12 @@ pub fn discover(
     let enrollment_secret = nonempty(secret_flag)
         .or_else(|| nonempty(cmdline.get(SECRET_PARAM)))
         .map(str::to_string);
+    let machine_secret = nonempty(cmdline.get(MACHINE_SECRET_PARAM)).map(str::to_string);
     Ok(ServerConfig {
         url,
         source,
         enrollment_secret,
+        machine_secret,
     })
 }
 

@@ -123,6 +123,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let client = Client::new(&server.url, server.enrollment_secret);
             let mut opts = AgentOptions::new(&cli.root);
             opts.once = cli.once;
+            opts.machine_secret = server.machine_secret;
             let outcome = if cli.dry_run {
                 opts.after_terminal = AfterTerminal::Stop;
                 agent_loop(client, DryRunHost, opts)

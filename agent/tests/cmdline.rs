@@ -164,3 +164,17 @@ fn the_boot_nic_follows_bootif_then_ip_then_the_default_route() {
         ("52:54:00:00:00:09".into(), Vec::<String>::new())
     );
 }
+
+#[test]
+fn the_machine_secret_comes_from_dragonfly_machine() {
+    let cfg = config::discover(
+        &c("dragonfly.url=http://10.0.0.1:8080 dragonfly.machine=Zm9vYmFy_-"),
+        None,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(cfg.machine_secret.as_deref(), Some("Zm9vYmFy_-"));
+    let cfg = config::discover(&c("dragonfly.url=http://10.0.0.1:8080"), None, None, None).unwrap();
+    assert_eq!(cfg.machine_secret, None);
+}

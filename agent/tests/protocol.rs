@@ -208,6 +208,10 @@ fn a_401_heartbeat_means_register_again() {
     assert_eq!(hbs[0].headers["authorization"], "Bearer old");
     assert_eq!(hbs[1].headers["authorization"], "Bearer new");
     assert_eq!(r.collected, 1, "re-registering reuses the report");
+    // The first registration has no token to show; the second proves itself with the last.
+    let regs = s.seen_on(REGISTER);
+    assert!(regs[0].json().get("previous_token").is_none());
+    assert_eq!(regs[1].json()["previous_token"], "old");
 }
 
 #[test]

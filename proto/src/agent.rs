@@ -14,6 +14,13 @@ pub struct RegisterRequest {
     #[serde(default)]
     pub protocol: u32,
     pub report: HardwareReport,
+    /// Proof that this is the machine it claims to be: the per-machine secret its boot
+    /// script put on the kernel command line (`dragonfly.machine=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_secret: Option<String>,
+    /// Proof too: the token this agent was given at its last registration, if it still has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_token: Option<String>,
 }
 
 /// The answer to a registration. The token is shown only here; the server keeps its hash.

@@ -6,6 +6,7 @@ pub mod events;
 pub mod extract;
 pub mod machines;
 pub mod os;
+pub mod registrations;
 pub mod system;
 pub mod tokens;
 
@@ -123,6 +124,9 @@ pub fn router() -> ApiRoutes {
         .routes(routes!(machines::reimage))
         .routes(routes!(machines::cancel))
         .routes(routes!(machines::instruct))
+        .routes(routes!(registrations::list))
+        .routes(routes!(registrations::approve))
+        .routes(routes!(registrations::reject))
         .routes(routes!(os::list, os::create))
         .routes(routes!(os::get, os::update, os::delete))
         .routes(routes!(events::stream))

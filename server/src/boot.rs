@@ -87,6 +87,13 @@ async fn machine_script(
         None | Some(MState::Discovered | MState::Failed) if artefact.present => Script::Netboot,
         None | Some(MState::Discovered | MState::Failed) => Script::Missing,
     };
+    if let (Some(m), Script::Netboot) = (&machine, script) {
+        // Only this machine's script carries its secret: its agent proves with it that a
+        // re-registration comes from the machine that booted here.
+        if let Some(secret) = machines.boot_secret(&m.id).await? {
+            vars = vars.machine_secret(&secret);
+        }
+    }
     tracing::info!(%mac, script = script.name(), "boot script");
     if let Some(m) = &machine {
         // Every PXE boot of a known machine is on its timeline: it shows when a machine

@@ -29,6 +29,9 @@ pub enum Error {
     /// The request conflicts with the current state (illegal transition, duplicate, in use).
     #[error("{0}")]
     Conflict(String),
+    /// A registration claimed a known machine without proof: held for an operator.
+    #[error("{0}")]
+    Held(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -66,6 +69,7 @@ impl Error {
             Error::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::Held(_) => (StatusCode::CONFLICT, "pending_approval"),
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -82,7 +86,7 @@ impl Error {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code: `invalid_value`, `invalid_json`, `not_found`,
-    /// `conflict`, `unauthorized`, `forbidden`, `payload_too_large`,
+    /// `conflict`, `pending_approval`, `unauthorized`, `forbidden`, `payload_too_large`,
     /// `unsupported_media_type`, `method_not_allowed`, `rate_limited`, `internal`.
     pub error: String,
     /// Human-readable explanation.

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod model;
 mod operations;
+mod registrations;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use crate::store::machines::{self as store, MachineRow, Status};
 pub use crate::vocab::{Actor, MachineEvent, State, TargetDisk};
 pub use lifecycle::{Event, IllegalTransition};
 pub use model::*;
+pub use registrations::HeldRegistration;
 
 impl From<IllegalTransition> for Error {
     fn from(e: IllegalTransition) -> Error {
@@ -143,6 +145,15 @@ fn new_token() -> String {
 struct Committed {
     events: Vec<EventRow>,
     machine: Option<MachineRow>,
+}
+
+impl Committed {
+    fn none() -> Committed {
+        Committed {
+            events: Vec::new(),
+            machine: None,
+        }
+    }
 }
 
 /// The events one transaction appends, published after it commits.

@@ -248,6 +248,9 @@ impl Glue {
             | MachineEvent::InstructionQueued
             | MachineEvent::Chainloading
             | MachineEvent::StateChanged
+            | MachineEvent::RegistrationHeld
+            | MachineEvent::RegistrationApproved
+            | MachineEvent::RegistrationRejected
             | MachineEvent::Status => {}
         }
     }

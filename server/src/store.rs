@@ -12,6 +12,7 @@ pub mod auth;
 pub mod events;
 pub mod machines;
 pub mod os;
+pub mod registrations;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -98,6 +99,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("store/migrations/002_builtin_os.sql")),
         M::up(include_str!("store/migrations/003_auth.sql")),
         M::up(include_str!("store/migrations/004_search.sql")),
+        M::up(include_str!("store/migrations/005_identity.sql")),
     ])
 }
 

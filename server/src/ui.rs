@@ -48,6 +48,10 @@ pub mod paths {
     pub fn os_entry(slug: &str) -> String {
         format!("/os/{slug}")
     }
+    pub fn held_action(machine: &str, held: i64, action: &str) -> String {
+        format!("/machines/{machine}/held/{held}/{action}")
+    }
+
     pub fn token(id: &str) -> String {
         format!("/tokens/{id}")
     }
@@ -72,6 +76,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/machines/{id}/reimage", post(machine::reimage))
         .route("/machines/{id}/cancel", post(machine::cancel))
         .route("/machines/{id}/details", post(machine::details))
+        .route(
+            "/machines/{id}/held/{held}/{answer}",
+            post(machine::decide_held),
+        )
         .route(paths::OS, get(os::page).post(os::create))
         .route("/os/{slug}", axum::routing::delete(os::delete))
         .route(paths::TOKENS, get(tokens::page).post(tokens::create))

@@ -145,6 +145,12 @@ names! {
         StateChanged = "state_changed",
         /// The machine PXE-booted and fetched its boot script.
         PxeBoot = "netboot",
+        /// A registration claimed this machine without proving it; held for an operator.
+        RegistrationHeld = "registration_held",
+        /// An operator let a held registration through.
+        RegistrationApproved = "registration_approved",
+        /// An operator refused a held registration.
+        RegistrationRejected = "registration_rejected",
         /// Phase, progress or message changed without an entry in the log (live only).
         Status = "status",
     }
@@ -158,6 +164,14 @@ names! {
         Boot = "boot",
         Tinkerbell = "tinkerbell",
         System = "system",
+    }
+}
+
+names! {
+    /// An operator's answer to a held registration.
+    Decision, "decision" {
+        Approved = "approved",
+        Rejected = "rejected",
     }
 }
 

@@ -99,6 +99,19 @@ async fn a_machine_booting_from_another_nic_is_matched_by_uuid() {
     let mut moved = report(6);
     moved["boot_mac"] = json!("52:54:00:ff:00:06");
     moved["nics"][0]["mac"] = json!("52:54:00:ff:00:06");
+    // A new boot NIC is an identity change nothing proves: held until an operator approves.
+    let held = s
+        .post(
+            "/api/v1/agent/register",
+            json!({"agent_version": "test", "report": moved}),
+        )
+        .await;
+    expect_error(held, StatusCode::CONFLICT, "pending_approval", None).await;
+    let list = expect_json(s.get("/api/v1/registrations").await, StatusCode::OK).await;
+    assert_eq!(list[0]["boot_mac"], "52:54:00:ff:00:06", "{list}");
+    assert_eq!(list[0]["machine_id"], first["machine_id"]);
+    let approve = format!("/api/v1/registrations/{}/approve", list[0]["id"]);
+    expect_json(s.post(&approve, json!({})).await, StatusCode::OK).await;
     let second = s.register(moved).await;
     assert_eq!(first["machine_id"], second["machine_id"]);
     let id = first["machine_id"].as_str().unwrap();

@@ -125,10 +125,9 @@ async fn search_follows_every_change_to_the_searched_facts() {
     r["nics"].as_array_mut().unwrap().push(json!({
         "name": "eth1", "mac": "0e:aa:bb:cc:dd:ee", "driver": "e1000e", "link_up": false
     }));
-    let id = s.register(r.clone()).await["machine_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = s.register(r.clone()).await;
+    let id = first["machine_id"].as_str().unwrap().to_string();
+    let token = first["token"].as_str().unwrap().to_string();
     s.register(report(8)).await;
     // Every searched fact, in any case.
     for q in [
@@ -143,10 +142,11 @@ async fn search_follows_every_change_to_the_searched_facts() {
     assert_eq!(found(&s, "0e:aa:bb").await, 1);
     assert_eq!(found(&s, "SN-00007").await, 1);
 
-    // A re-registration with a new serial and without the second NIC.
+    // A re-registration with a new serial and without the second NIC (an identity change:
+    // the agent proves it is the same machine with its token).
     r["smbios"]["system"]["serial"] = json!("NEW-SERIAL-9");
     r["nics"].as_array_mut().unwrap().pop();
-    s.register(r).await;
+    s.register_proven(r, &token).await;
     assert_eq!(found(&s, "SN-00007").await, 0);
     assert_eq!(found(&s, "new-serial-9").await, 1);
     assert_eq!(found(&s, "0e:aa:bb").await, 0);

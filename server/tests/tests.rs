@@ -12,6 +12,8 @@ mod architecture;
 mod boot;
 // Agent registration, re-registration, identity and heartbeats.
 mod agent;
+// Re-registration: proof of identity, held claims, operator decisions.
+mod identity;
 // The binary itself: flags, environment, config file, errors, restart on the same file.
 mod cli;
 // Every error case: malformed JSON, content types, sizes, bad values, unknown ids, 409s.

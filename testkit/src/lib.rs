@@ -108,10 +108,19 @@ impl Server {
             reqwest::header::AUTHORIZATION,
             format!("Bearer {token}").parse().unwrap(),
         );
+        // No idle connections are reused: the server rightly closes a connection whose
+        // request body it refused unread (415, 413...), and a pooled client can pick that
+        // connection for its next request in the instant before it notices.
+        let client = Client::builder()
+            .default_headers(headers)
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let anon = Client::builder().pool_max_idle_per_host(0).build().unwrap();
         Server {
             url,
-            client: Client::builder().default_headers(headers).build().unwrap(),
-            anon: Client::new(),
+            client,
+            anon,
             state,
             dir,
             clock,
@@ -181,6 +190,18 @@ impl Server {
             .post(
                 "/api/v1/agent/register",
                 json!({ "agent_version": "test", "protocol": 1, "report": report }),
+            )
+            .await;
+        expect_json(resp, StatusCode::OK).await
+    }
+
+    /// Registers with proof of identity: the token of the machine's last registration.
+    pub async fn register_proven(&self, report: Value, previous_token: &str) -> Value {
+        let resp = self
+            .post(
+                "/api/v1/agent/register",
+                json!({ "agent_version": "test", "protocol": 1, "report": report,
+                        "previous_token": previous_token }),
             )
             .await;
         expect_json(resp, StatusCode::OK).await

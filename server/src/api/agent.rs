@@ -56,6 +56,11 @@ where
 /// Creates the machine on first contact, updates it on later ones (recording a
 /// hardware-change event when the inventory differs); never duplicates. The response holds
 /// a new per-machine agent token, shown only here.
+///
+/// A registration that claims a known machine past discovery, or disagrees with a known
+/// machine's identity, must prove it is that machine (`machine_secret` from its boot
+/// script, or `previous_token`); otherwise nothing changes and it is held for an operator
+/// (409 `pending_approval`; see `/api/v1/registrations`).
 #[utoipa::path(
     post, path = "/api/v1/agent/register", tag = "agent",
     request_body = RegisterRequest,
@@ -63,7 +68,9 @@ where
     responses(
         (status = 200, description = "Registered", body = RegisterResponse),
         (status = 400, description = "Malformed JSON", body = crate::error::ErrorBody),
-        (status = 403, description = "Enrollment secret missing or wrong", body = crate::error::ErrorBody),
+        (status = 403, description = "Enrollment secret missing or wrong, or an operator rejected this claim", body = crate::error::ErrorBody),
+        (status = 409, description = "Claims a known machine without proof: held for an operator (`pending_approval`)", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many registrations wait for an operator", body = crate::error::ErrorBody),
         (status = 413, description = "Body too large", body = crate::error::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::error::ErrorBody),
         (status = 422, description = "Invalid value", body = crate::error::ErrorBody),

@@ -77,6 +77,13 @@ impl ScriptVars {
         }
     }
 
+    /// Adds a known machine's secret to the kernel command line (`dragonfly.machine=`).
+    pub fn machine_secret(mut self, secret: &str) -> ScriptVars {
+        self.kernel_params.push_str(" dragonfly.machine=");
+        self.kernel_params.push_str(secret);
+        self
+    }
+
     /// Adds a machine's (already normalised) MAC.
     pub fn machine(mut self, mac: &str) -> ScriptVars {
         self.mac = mac.to_string();

@@ -4,12 +4,73 @@ use dragonfly_proto::{
     HardwareReport, Heartbeat, Instruction, Phase, RegisterRequest, RegisterResponse,
 };
 
+use rusqlite::Connection;
+
 use super::{
     Actor, AgentMachine, Change, Committed, Event, Log, MachineEvent, Machines, State, identity,
     lifecycle, load, new_token, status_of, token_hash,
 };
 use crate::error::{Error, Result};
-use crate::store::machines as store;
+use crate::secrets::{random_secret, same_secret};
+use crate::store::machines::{self as store, MachineRow};
+use crate::store::registrations as held;
+use crate::vocab::Decision;
+
+/// At most this many held registrations are kept (each row is small); past it, new claims
+/// are refused with 429 until an operator decides or old decisions expire.
+pub const MAX_HELD: u64 = 1000;
+/// An operator's decision stands this long (an approval lets one registration through).
+pub const DECISION_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// What a registration came to.
+enum Outcome {
+    Registered(RegisterResponse),
+    /// Claimed a known machine without proof; the reason says what is at stake.
+    Held(String),
+    /// An operator refused exactly this claim.
+    Refused,
+}
+
+/// Whether the request proves it comes from `m`: the secret of its boot script, or the token
+/// it was last given.
+fn proves(conn: &Connection, m: &MachineRow, req: &RegisterRequest) -> Result<bool> {
+    if let Some(sent) = req.machine_secret.as_deref().filter(|s| s.len() <= 128) {
+        if let Some(secret) = held::boot_secret(conn, &m.id)? {
+            if same_secret(sent, &secret) {
+                return Ok(true);
+            }
+        }
+    }
+    if let Some(t) = req.previous_token.as_deref().filter(|t| t.len() <= 128) {
+        if let Some(owner) = store::by_token_hash(conn, &token_hash(t))? {
+            return Ok(owner.id == m.id);
+        }
+    }
+    Ok(false)
+}
+
+/// What an operator sees of a held claim: identity and NICs, at most 1 KiB.
+fn summary(ident: &store::Identity, report: &HardwareReport) -> String {
+    let nics: Vec<&str> = report.nics.iter().map(|n| n.mac.as_str()).collect();
+    let mut s = format!(
+        "boot MAC {}; UUID {}; serial {}; {} {}; NICs {}",
+        ident.boot_mac,
+        ident.smbios_uuid.as_deref().unwrap_or("none"),
+        ident.serial.as_deref().unwrap_or("none"),
+        ident.vendor.as_deref().unwrap_or("?"),
+        ident.product.as_deref().unwrap_or("?"),
+        nics.join(", ")
+    );
+    if s.len() > 1024 {
+        let mut end = 1021;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
 
 impl Machines {
     /// Registers (or re-registers) a machine from its agent's report. Idempotent per machine:
@@ -31,7 +92,7 @@ impl Machines {
         let digest = identity::digest(&req.report);
         let nic_rows = identity::nic_rows(&req.report);
         let disk_rows = identity::disk_rows(&req.report);
-        let (resp, done) = self
+        let (outcome, done) = self
             .db
             .write(move |tx| -> Result<_> {
                 let report = &req.report;
@@ -40,13 +101,82 @@ impl Machines {
                     Some((existing, matched)) => {
                         let id = existing.id.clone();
                         let conflicts = identity::identity_conflicts(&existing, &ident);
+                        let how = match matched {
+                            identity::MatchedBy::BootMac => "boot MAC",
+                            identity::MatchedBy::OtherNic => "another NIC's MAC",
+                            identity::MatchedBy::Uuid => "SMBIOS UUID",
+                            identity::MatchedBy::Serial => "serial and vendor",
+                        };
+                        // A claim on a machine past discovery, or one that disagrees with
+                        // its identity, changes nothing unless it proves itself or an
+                        // operator let exactly this claim through.
+                        let needs_proof =
+                            existing.state != State::Discovered || !conflicts.is_empty();
+                        if needs_proof && !proves(tx, &existing, &req)? {
+                            held::expire(tx, now - DECISION_TTL_MS)?;
+                            match held::find(tx, &id, &ident.boot_mac, &digest)? {
+                                Some(h) if h.decision == Some(Decision::Approved) => {
+                                    held::delete(tx, h.id)?;
+                                }
+                                Some(h) if h.decision == Some(Decision::Rejected) => {
+                                    return Ok((Outcome::Refused, Committed::none()));
+                                }
+                                Some(h) => {
+                                    held::touch(tx, h.id, now)?;
+                                    return Ok((Outcome::Held(h.reason), Committed::none()));
+                                }
+                                None => {
+                                    if held::count(tx)? >= MAX_HELD {
+                                        return Err(Error::RateLimited {
+                                            message: "too many registrations wait for an \
+                                                      operator; try again later"
+                                                .into(),
+                                            retry_after_secs: 60,
+                                        });
+                                    }
+                                    let reason = if conflicts.is_empty() {
+                                        format!(
+                                            "claims machine {} ({}) without proof",
+                                            existing.boot_mac, existing.state
+                                        )
+                                    } else {
+                                        format!(
+                                            "matched {} by {how} but {}",
+                                            existing.boot_mac,
+                                            conflicts.join("; ")
+                                        )
+                                    };
+                                    let version: String =
+                                        req.agent_version.chars().take(64).collect();
+                                    held::insert(
+                                        tx,
+                                        &id,
+                                        &ident.boot_mac,
+                                        &digest,
+                                        &summary(&ident, report),
+                                        &reason,
+                                        &version,
+                                        now,
+                                    )?;
+                                    log.add(
+                                        tx,
+                                        &id,
+                                        MachineEvent::RegistrationHeld,
+                                        Actor::Agent,
+                                        None,
+                                        format!("{reason}; held for an operator"),
+                                    )?;
+                                    return Ok((
+                                        Outcome::Held(reason),
+                                        Committed {
+                                            events: log.events,
+                                            machine: Some(existing),
+                                        },
+                                    ));
+                                }
+                            }
+                        }
                         if !conflicts.is_empty() {
-                            let how = match matched {
-                                identity::MatchedBy::BootMac => "boot MAC",
-                                identity::MatchedBy::OtherNic => "another NIC's MAC",
-                                identity::MatchedBy::Uuid => "SMBIOS UUID",
-                                identity::MatchedBy::Serial => "serial and vendor",
-                            };
                             log.add(
                                 tx,
                                 &id,
@@ -90,6 +220,7 @@ impl Machines {
                         // instead of dirtying a random page of it on every registration.
                         let id = uuid::Uuid::now_v7().to_string();
                         store::insert(tx, &id, &ident, State::Discovered, &hash, now)?;
+                        held::set_boot_secret(tx, &id, &random_secret(32))?;
                         store::insert_report(tx, &id, &digest, &report_json, now)?;
                         log.add(
                             tx,
@@ -113,7 +244,7 @@ impl Machines {
                     instruction,
                 };
                 Ok((
-                    resp,
+                    Outcome::Registered(resp),
                     Committed {
                         events: log.events,
                         machine: Some(m),
@@ -122,7 +253,16 @@ impl Machines {
             })
             .await?;
         self.publish(done);
-        Ok(resp)
+        match outcome {
+            Outcome::Registered(resp) => Ok(resp),
+            Outcome::Held(reason) => Err(Error::Held(format!(
+                "this registration claims a known machine without proof ({reason}); it waits \
+                 for an operator to approve it"
+            ))),
+            Outcome::Refused => Err(Error::Forbidden(
+                "an operator rejected this registration".into(),
+            )),
+        }
     }
 
     /// The machine an agent token belongs to.

@@ -103,6 +103,7 @@ async fn live_markup(machines: &Machines) -> crate::error::Result<Markup> {
             ..Default::default()
         })
         .await?;
+    let held = machines.held(None).await?;
     let events = machines.events(None, None, 12).await?;
     let names = machines
         .labels(events.iter().filter_map(|e| e.machine_id.clone()).collect())
@@ -128,6 +129,15 @@ async fn live_markup(machines: &Machines) -> crate::error::Result<Markup> {
                 (attention("Failed installs", &failed.items, "Nothing failed."))
                 (attention("Offline", &offline_list.items, "Every machine checked in recently."))
                 (attention("New, waiting for an OS", &new.items, "No new machines."))
+                @if !held.is_empty() {
+                    div.panel {
+                        strong { "Held registrations" }
+                        ul { @for h in held.iter().take(10) { li {
+                            a href=(paths::machine(&h.machine_id)) { (h.boot_mac) }
+                            br; span.muted { (h.reason) }
+                        } } }
+                    }
+                }
             }
         }
         h2 { "Recent events" }

@@ -9,14 +9,17 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{
-    Ctx, UiResult, UiResultExt, bytes, hx_redirect, layout, machine_name, paths, state_badge,
-    toast_ok, when,
+    Ctx, UiError, UiResult, UiResultExt, bytes, hx_redirect, layout, machine_name, paths,
+    state_badge, toast_ok, when,
 };
 use crate::auth::Principal;
+use crate::error::Error;
+use crate::machines::HeldRegistration;
 use crate::machines::catalogue::Catalogue;
 use crate::machines::{
     MachineDetail, MachineEvent, MachineUpdate, Machines, OsImage, State as MState, TargetDisk,
 };
+use crate::vocab::Decision;
 
 pub async fn page(
     State(machines): State<Machines>,
@@ -28,6 +31,7 @@ pub async fn page(
     let ctx = Ctx::new(&p, "machines");
     let d = machines.get(&id).await.ui(&headers)?;
     let os = catalogue.list().await.ui(&headers)?;
+    let held = machines.held(Some(id.clone())).await.ui(&headers)?;
     let m = &d.machine;
     let hw = d.hardware.as_ref();
     let changes: Vec<_> = d
@@ -47,6 +51,7 @@ pub async fn page(
             hx-trigger={ "machine-changed-" (m.id) " from:body" } {
             (status_markup(&d, &os))
         }
+        div #held { (held_markup(&m.id, &held)) }
         div.grid {
             div.panel {
                 strong { "Identity" }
@@ -158,6 +163,48 @@ pub async fn page(
 }
 
 /// The live status block: state, progress, and the lifecycle actions that fit the state.
+/// Registrations that claimed this machine without proof, with the operator's two answers.
+fn held_markup(id: &str, held: &[HeldRegistration]) -> Markup {
+    html! {
+        @if !held.is_empty() {
+            div.panel.attention {
+                strong { "Held registrations" }
+                p.muted {
+                    "These registrations claimed this machine without proving it (its boot \
+                     script's secret or its last token). Nothing changed. Approve one only if \
+                     you know the hardware really changed."
+                }
+                @for h in held {
+                    div.held {
+                        p { (h.reason) }
+                        p.mono { (h.summary) }
+                        p.muted { (h.attempts) " attempt(s), last " (when(&h.last_at)) " · agent " (h.agent_version) }
+                        button hx-post=(paths::held_action(id, h.id, "approve")) hx-target="#held" { "Approve" }
+                        " "
+                        button.secondary hx-post=(paths::held_action(id, h.id, "reject")) hx-target="#held" { "Reject" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An operator's answer to a held registration; answers the refreshed list.
+pub async fn decide_held(
+    State(machines): State<Machines>,
+    headers: HeaderMap,
+    Path((id, held, answer)): Path<(String, i64, String)>,
+) -> UiResult {
+    let decision = match answer.as_str() {
+        "approve" => Decision::Approved,
+        "reject" => Decision::Rejected,
+        _ => return Err(UiError::new(Error::not_found("action"), &headers)),
+    };
+    machines.decide(held, decision).await.ui(&headers)?;
+    let list = machines.held(Some(id.clone())).await.ui(&headers)?;
+    Ok(super::html_response(held_markup(&id, &list)))
+}
+
 fn status_markup(d: &MachineDetail, os: &[OsImage]) -> Markup {
     let m = &d.machine;
     let disk_choices: Vec<(String, String)> = d

@@ -85,7 +85,7 @@ pub(super) struct Answer {
 }
 
 pub(super) async fn answer(req: RequestBuilder) -> Result<Answer, TestCaseError> {
-    let resp = req.send().await.map_err(|e| fail(format!("send: {e}")))?;
+    let resp = req.send().await.map_err(|e| fail(format!("send: {e:?}")))?;
     let status = resp.status();
     let ct = resp
         .headers()

@@ -71,6 +71,8 @@ impl Env {
                 agent_version: "test".into(),
                 protocol: 1,
                 report,
+                machine_secret: None,
+                previous_token: None,
             })
             .await
             .unwrap()
