@@ -145,7 +145,7 @@ pub fn router() -> ApiRoutes {
 }
 
 /// Adds the answers every operation can give whatever its handler does: a JSON body can be
-/// malformed (400), too large (413), not JSON (415) or of the wrong shape (422), all answered
+/// malformed (400), slow (408), too large (413), not JSON (415) or of the wrong shape (422), all answered
 /// by `ApiJson` before the handler runs; a protected route refuses missing credentials (401)
 /// and credentials that do not allow the request (403). Done once here so that no handler's
 /// annotation can forget them.
@@ -178,6 +178,7 @@ fn document_shared_errors(doc: &mut utoipa::openapi::OpenApi) {
             if op.request_body.is_some() {
                 add.extend([
                     ("400", "Malformed JSON"),
+                    ("408", "The body did not arrive in time"),
                     ("413", "Body too large"),
                     ("415", "Not JSON"),
                     ("422", "Invalid value"),

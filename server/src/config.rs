@@ -210,6 +210,15 @@ pub struct ServerArgs {
     /// No contact for this long makes a machine offline [default: 6 × heartbeat-secs].
     #[arg(long, env = "DRAGONFLY_OFFLINE_AFTER_SECS", value_name = "SECS")]
     pub offline_after_secs: Option<u32>,
+    /// Open HTTP connections allowed from one client address (machines behind one NAT, or
+    /// a load test from one host, need more).
+    #[arg(
+        long,
+        env = "DRAGONFLY_MAX_CONNECTIONS_PER_ADDRESS",
+        value_name = "N",
+        default_value_t = 256
+    )]
+    pub max_connections_per_address: usize,
 }
 
 /// Where Tinkerbell's HookOS and its services are. Defaults assume they run on the host in
@@ -556,6 +565,9 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The Kubernetes connection for the Tinkerbell backend.
     pub tinkerbell: TinkerbellArgs,
+    /// Connection caps and timeouts of the HTTP listener (the overall cap follows the
+    /// process's descriptor limit: see [`Config::fit_descriptors`]).
+    pub limits: crate::listener::Limits,
 }
 
 /// HookOS settings as configured; `None` values are derived from the base URL at start.
@@ -661,7 +673,19 @@ impl Config {
             enrollment_secret: s.enrollment_secret.clone(),
             tls,
             tinkerbell: args.tinkerbell.clone(),
+            limits: crate::listener::Limits {
+                max_per_address: s.max_connections_per_address.max(1),
+                ..crate::listener::Limits::default()
+            },
         })
+    }
+
+    /// Caps open connections to what `nofile` descriptors allow (a reserve stays for the
+    /// database, served files, TFTP and the log).
+    pub fn fit_descriptors(&mut self, nofile: u64) {
+        self.limits.max_connections = crate::listener::Limits::for_descriptors(nofile)
+            .max_connections
+            .min(self.limits.max_connections);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod listener;
 pub mod machines;
 pub mod memory;
 pub mod metrics;
@@ -23,7 +24,6 @@ pub mod ui;
 pub mod vocab;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -209,19 +209,14 @@ async fn json_errors(resp: Response) -> Response {
     error_response(status, code, message, None).into_response()
 }
 
-/// Serves `app` on `listener` (plain HTTP) until `shutdown` resolves. The peer address is
-/// available to handlers (the login rate limit is per address).
+/// Serves `app` on `listener` (plain HTTP, default limits) until `shutdown` resolves. The
+/// peer address is available to handlers (the login rate limit is per address).
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    listener::serve(listener, app, None, listener::Limits::default(), shutdown).await
 }
 
 /// Runs the server on `listener` until `shutdown` resolves.
@@ -308,17 +303,13 @@ pub async fn serve(
     let stopped = async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    match &config.tls {
-        None => serve_http(listener, app, stopped)
-            .await
-            .context("server error")?,
-        Some((cert, key)) => {
-            let tls = tls::load(cert, key)?;
-            tls::serve_https(listener, app, tls, stopped)
-                .await
-                .context("server error")?;
-        }
-    }
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::load(cert, key)?),
+        None => None,
+    };
+    listener::serve(listener, app, tls, config.limits.clone(), stopped)
+        .await
+        .context("server error")?;
     if let Some(h) = provisioner {
         h.abort();
     }

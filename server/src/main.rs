@@ -68,7 +68,21 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let config = Config::resolve(args)?;
+    let mut config = Config::resolve(args)?;
+    // Every agent waiting in a long-poll holds a connection: take every descriptor the
+    // system allows (systemd's LimitNOFILE), and size the connection cap to it.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(nofile) => {
+            config.fit_descriptors(nofile);
+            tracing::info!(
+                nofile,
+                max_connections = config.limits.max_connections,
+                per_address = config.limits.max_per_address,
+                "connection limits"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Blocking-pool work is short (SQLite reads on 4 connections, file chunks, a

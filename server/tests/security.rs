@@ -323,6 +323,38 @@ async fn login_is_rate_limited_per_account() {
 }
 
 #[tokio::test]
+async fn failed_logins_from_elsewhere_do_not_lock_the_operator_out() {
+    let s = TestServer::start().await;
+    s.state
+        .auth
+        .set_password("admin", "operator passphrase")
+        .await
+        .unwrap();
+    // The attacker guesses from another address (loopback has many).
+    let attacker = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    for _ in 0..8 {
+        let resp = attacker
+            .post(format!("{}/api/v1/auth/login", s.url))
+            .json(&json!({"username": "admin", "password": "wrong guess"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(resp.status().as_u16(), 401 | 429));
+    }
+    let resp = s
+        .anon
+        .post(format!("{}/api/v1/auth/login", s.url))
+        .json(&json!({"username": "admin", "password": "operator passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn an_enrollment_secret_keeps_unknown_agents_out() {
     let secret = "lab-enrollment-0123456789";
     let s = TestServer::start_custom(None, |c| c.enrollment_secret = Some(secret.into())).await;

@@ -22,6 +22,8 @@ mod errors;
 mod events;
 // Authentication, authorisation, CSRF, rate limits, enrollment, headers.
 mod security;
+// The listener's bounds: idle, slow and huge requests, connection caps.
+mod limits;
 // Operator endpoints for machines: list/filter/search/sort/page, edit, lifecycle actions.
 mod machines;
 // The checked-in OpenAPI document matches the code.

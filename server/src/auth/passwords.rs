@@ -6,7 +6,28 @@ use argon2::password_hash::{
     PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
 };
 
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
 use crate::error::{Error, Result};
+
+/// Password checks at once, process-wide: each takes ~19 MiB and tens of milliseconds of a
+/// core, so a burst of logins with random usernames queues here instead of taking the
+/// server's memory. A process-wide resource cap, like the allocator.
+static HASHING: Semaphore = Semaphore::const_new(2);
+/// How long a login waits for its turn before it is told to come back.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+async fn turn() -> Result<SemaphorePermit<'static>> {
+    match tokio::time::timeout(QUEUE_WAIT, HASHING.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(Error::RateLimited {
+            message: "too many password checks at once; try again in a few seconds".into(),
+            retry_after_secs: 5,
+        }),
+    }
+}
 
 /// A valid hash of a random password, verified against when the user does not exist so a
 /// failed login takes the same time either way.
@@ -41,6 +62,7 @@ pub fn verify(password: &str, phc: &str) -> bool {
 }
 
 pub async fn hash_blocking(password: String) -> Result<String> {
+    let _turn = turn().await?;
     tokio::task::spawn_blocking(move || {
         let out = hash(&password);
         crate::memory::release_unused();
@@ -51,6 +73,7 @@ pub async fn hash_blocking(password: String) -> Result<String> {
 }
 
 pub async fn verify_blocking(password: String, phc: String) -> Result<bool> {
+    let _turn = turn().await?;
     tokio::task::spawn_blocking(move || {
         let out = verify(&password, &phc);
         crate::memory::release_unused();

@@ -1,6 +1,9 @@
-//! Login attempts are limited per client address and per account, so neither one machine
-//! nor a botnet can guess passwords quickly. In memory: a restart resets the counters, which
-//! costs an attacker a restart of the server — acceptable.
+//! Login attempts are limited per client address, and per account *from* one address: one
+//! machine cannot guess quickly, and nobody can lock an operator out by failing logins for
+//! their account from elsewhere (a correct password from a clean address always gets
+//! through). Many addresses guessing at once are slowed by the cap on concurrent password
+//! checks (`passwords`). In memory: a restart resets the counters, which costs an attacker a
+//! restart of the server — acceptable.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -11,12 +14,12 @@ use crate::error::{Error, Result};
 
 /// Attempts per minute from one address.
 const PER_IP: u32 = 20;
-/// Attempts per minute against one account.
+/// Attempts per minute against one account from one address.
 const PER_ACCOUNT: u32 = 5;
 
 pub struct LoginLimiter {
     by_ip: DefaultKeyedRateLimiter<IpAddr>,
-    by_account: DefaultKeyedRateLimiter<String>,
+    by_account: DefaultKeyedRateLimiter<(String, Option<IpAddr>)>,
 }
 
 impl Default for LoginLimiter {
@@ -47,10 +50,12 @@ impl LoginLimiter {
                 });
             }
         }
-        let account = account.to_ascii_lowercase();
-        if self.by_account.check_key(&account).is_err() {
+        let key = (account.to_ascii_lowercase(), ip);
+        if self.by_account.check_key(&key).is_err() {
             return Err(Error::RateLimited {
-                message: "too many login attempts for this account; wait a minute".into(),
+                message: "too many login attempts for this account from this address; wait a \
+                          minute"
+                    .into(),
                 retry_after_secs: 60,
             });
         }
@@ -78,6 +83,9 @@ mod tests {
         ));
         // Another account from another address is unaffected.
         l.check(Some("192.0.2.2".parse().unwrap()), "ops").unwrap();
+        // And so is the same account from a clean address: no lock-out from elsewhere.
+        l.check(Some("192.0.2.3".parse().unwrap()), "admin")
+            .unwrap();
     }
 
     #[test]
