@@ -565,9 +565,10 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The Kubernetes connection for the Tinkerbell backend.
     pub tinkerbell: TinkerbellArgs,
-    /// Connection caps and timeouts of the HTTP listener (the overall cap follows the
-    /// process's descriptor limit: see [`Config::fit_descriptors`]).
-    pub limits: crate::listener::Limits,
+    /// Open HTTP connections allowed from one client address.
+    pub max_connections_per_address: usize,
+    /// Open HTTP connections allowed at once (see [`Config::fit_descriptors`]).
+    pub max_connections: usize,
 }
 
 /// HookOS settings as configured; `None` values are derived from the base URL at start.
@@ -673,21 +674,21 @@ impl Config {
             enrollment_secret: s.enrollment_secret.clone(),
             tls,
             tinkerbell: args.tinkerbell.clone(),
-            limits: crate::listener::Limits {
-                max_per_address: s.max_connections_per_address.max(1),
-                ..crate::listener::Limits::default()
-            },
+            max_connections_per_address: s.max_connections_per_address.max(1),
+            max_connections: MAX_CONNECTIONS,
         })
     }
 
-    /// Caps open connections to what `nofile` descriptors allow (a reserve stays for the
-    /// database, served files, TFTP and the log).
+    /// Caps open connections to what `nofile` descriptors allow: 128 stay in reserve for
+    /// the database, served files, TFTP and the log.
     pub fn fit_descriptors(&mut self, nofile: u64) {
-        self.limits.max_connections = crate::listener::Limits::for_descriptors(nofile)
-            .max_connections
-            .min(self.limits.max_connections);
+        let usable = usize::try_from(nofile.saturating_sub(128)).unwrap_or(usize::MAX);
+        self.max_connections = self.max_connections.min(usable.max(16));
     }
 }
+
+/// Open HTTP connections at most, whatever the descriptor limit allows.
+pub const MAX_CONNECTIONS: usize = 16_384;
 
 /// Checks a base URL (http or https, a host, no query) and drops a trailing slash.
 pub fn validate_base_url(raw: &str) -> anyhow::Result<String> {
@@ -939,6 +940,15 @@ mod tests {
         ] {
             assert!(serve.contains(all), "serve lacks {all}");
         }
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_descriptors_in_reserve() {
+        let mut c = Config::for_tests(Path::new("/tmp/x.db"));
+        c.fit_descriptors(1 << 20);
+        assert_eq!(c.max_connections, MAX_CONNECTIONS);
+        c.fit_descriptors(1024);
+        assert_eq!(c.max_connections, 896);
     }
 
     #[test]

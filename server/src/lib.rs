@@ -307,7 +307,12 @@ pub async fn serve(
         Some((cert, key)) => Some(tls::load(cert, key)?),
         None => None,
     };
-    listener::serve(listener, app, tls, config.limits.clone(), stopped)
+    let limits = listener::Limits {
+        max_connections: config.max_connections,
+        max_per_address: config.max_connections_per_address,
+        ..listener::Limits::default()
+    };
+    listener::serve(listener, app, tls, limits, stopped)
         .await
         .context("server error")?;
     if let Some(h) = provisioner {

@@ -50,25 +50,12 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_connections: 16_384,
+            max_connections: crate::config::MAX_CONNECTIONS,
             max_per_address: 256,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Limits {
-    /// Defaults that fit in `nofile` descriptors: a reserve stays for the database, files
-    /// being served, TFTP and the log.
-    pub fn for_descriptors(nofile: u64) -> Limits {
-        let usable = usize::try_from(nofile.saturating_sub(128)).unwrap_or(usize::MAX);
-        let d = Limits::default();
-        Limits {
-            max_connections: d.max_connections.min(usable.max(16)),
-            ..d
         }
     }
 }
@@ -276,11 +263,5 @@ mod tests {
             counts.admit(b, &limits).is_some(),
             "a freed place is reused"
         );
-    }
-
-    #[test]
-    fn the_connection_cap_leaves_descriptors_in_reserve() {
-        assert_eq!(Limits::for_descriptors(1024).max_connections, 896);
-        assert_eq!(Limits::for_descriptors(1 << 20).max_connections, 16_384);
     }
 }

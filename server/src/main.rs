@@ -76,8 +76,8 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             config.fit_descriptors(nofile);
             tracing::info!(
                 nofile,
-                max_connections = config.limits.max_connections,
-                per_address = config.limits.max_per_address,
+                max_connections = config.max_connections,
+                per_address = config.max_connections_per_address,
                 "connection limits"
             );
         }

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["store", "events", "artefact", "metrics", "tinkerbell"],
     ),
     ("the HTTP error boundary (it maps store errors)", &["error"]),
+    ("the listener", &["listener"]),
     ("the domain", &["machines", "auth"]),
     ("domain ↔ install engine", &["provision"]),
     ("the handlers' state", &["state"]),
