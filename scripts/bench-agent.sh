@@ -20,7 +20,8 @@ size=$(stat -c %s "$agent")
 
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-RUST_LOG=warn "$server" --host 127.0.0.1 --port "$port" --db "$dir/sqlite.db" >"$dir/server.log" 2>&1 &
+RUST_LOG=warn "$server" --host 127.0.0.1 --port "$port" --db "$dir/sqlite.db" \
+  --max-connections-per-address 100000 --registrations-per-minute-per-address 1000000 >"$dir/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
 url="http://127.0.0.1:$port"

@@ -219,16 +219,22 @@ impl Auth {
         let now = self.clock.now_ms();
         if now - s.last_seen_at > SESSION_IDLE_MS || now - s.created_at > SESSION_ABSOLUTE_MS {
             let h = hash.clone();
-            self.db
-                .write(move |tx| store::delete_session(tx, &h))
-                .await?;
+            // Best effort: an expired session is refused whether or not its row goes now.
+            if let Err(e) = self.db.write(move |tx| store::delete_session(tx, &h)).await {
+                tracing::warn!(error = %e, "could not delete an expired session");
+            }
             return Ok(None);
         }
         if now - s.last_seen_at > TOUCH_EVERY_MS {
             let h = hash.clone();
-            self.db
+            // Bookkeeping: a full disk must not turn every read into a 500.
+            if let Err(e) = self
+                .db
                 .write(move |tx| store::touch_session(tx, &h, now))
-                .await?;
+                .await
+            {
+                tracing::warn!(error = %e, "could not record session activity");
+            }
         }
         Ok(Some(Principal::Operator {
             username: s.username,
@@ -309,9 +315,14 @@ impl Auth {
         let now = self.clock.now_ms();
         if t.last_used_at.is_none_or(|u| now - u > TOUCH_EVERY_MS) {
             let id = t.id.clone();
-            self.db
+            // Bookkeeping: a full disk must not turn every read into a 500.
+            if let Err(e) = self
+                .db
                 .write(move |tx| store::touch_token(tx, &id, now))
-                .await?;
+                .await
+            {
+                tracing::warn!(error = %e, "could not record API token use");
+            }
         }
         Ok(Some(Principal::Token {
             id: t.id,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::artefact::ArtefactCache;
 use crate::config::Settings;
-use crate::machines::{Actor, MachineEvent, Machines, State as MState};
+use crate::machines::{Actor, Machines, State as MState};
 use crate::state::AppState;
 use scripts::{Script, ScriptVars};
 
@@ -98,14 +98,7 @@ async fn machine_script(
     if let Some(m) = &machine {
         // Every PXE boot of a known machine is on its timeline: it shows when a machine
         // came back to the network, and which way it was sent.
-        machines
-            .note(
-                &m.id,
-                MachineEvent::PxeBoot,
-                Actor::Boot,
-                format!("PXE boot: served {}", script.name()),
-            )
-            .await?;
+        machines.pxe_boot(&m.id, script.name()).await;
     }
     Ok(scripts::render(script, &vars))
 }

@@ -219,6 +219,15 @@ pub struct ServerArgs {
         default_value_t = 256
     )]
     pub max_connections_per_address: usize,
+    /// Registrations one client address may make in a minute (all of a lab's VMs behind one
+    /// NAT share an address; a load test from one host needs more).
+    #[arg(
+        long,
+        env = "DRAGONFLY_REGISTRATIONS_PER_MINUTE_PER_ADDRESS",
+        value_name = "N",
+        default_value_t = 600
+    )]
+    pub registrations_per_minute_per_address: u32,
 }
 
 /// Where Tinkerbell's HookOS and its services are. Defaults assume they run on the host in
@@ -569,6 +578,8 @@ pub struct Config {
     pub max_connections_per_address: usize,
     /// Open HTTP connections allowed at once (see [`Config::fit_descriptors`]).
     pub max_connections: usize,
+    /// Registrations one client address may make in a minute.
+    pub registrations_per_minute_per_address: u32,
 }
 
 /// HookOS settings as configured; `None` values are derived from the base URL at start.
@@ -676,6 +687,7 @@ impl Config {
             tinkerbell: args.tinkerbell.clone(),
             max_connections_per_address: s.max_connections_per_address.max(1),
             max_connections: MAX_CONNECTIONS,
+            registrations_per_minute_per_address: s.registrations_per_minute_per_address.max(1),
         })
     }
 

@@ -82,6 +82,9 @@ pub async fn build_state(
         auth: Auth::new(db.clone(), clock.clone()),
         catalogue: Catalogue::new(db, clock),
         artefact: Arc::new(ArtefactCache::new(settings.boot_dir.clone())),
+        registrations: Arc::new(auth::ratelimit::RegistrationLimiter::new(
+            config.registrations_per_minute_per_address,
+        )),
         settings,
         metrics: Arc::new(Metrics::new()),
     })

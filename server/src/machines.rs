@@ -129,11 +129,31 @@ pub struct Machines {
     signals: Signals,
     clock: Arc<dyn Clock>,
     settings: Arc<Settings>,
+    /// When each machine's last PXE boot was logged (ms) and which script it was served, so
+    /// identical boots repeated within a window are logged once.
+    boots: Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, &'static str)>>>,
     /// Heartbeat times not yet written (machine id → ms). A heartbeat that changes nothing
     /// else only lands here; [`Machines::flush_seen`] writes them in one transaction every
     /// couple of seconds and before any read that shows them, so the single writer is not
     /// spent on thousands of one-column updates a second.
     seen: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+}
+
+/// The longest event message kept (a hardware change of a report full of NICs and disks
+/// says what changed in its first lines).
+pub const MAX_EVENT_MESSAGE: usize = 2048;
+
+/// `s` cut to at most `max` bytes at a character boundary, marked when cut.
+fn clip(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max.saturating_sub(3);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
 }
 
 /// A new agent token: 256 random bits.
@@ -188,7 +208,7 @@ impl Log {
                 actor,
                 from_state: transition.map(|(f, _)| f),
                 to_state: transition.map(|(_, t)| t),
-                message: message.into(),
+                message: clip(message.into(), MAX_EVENT_MESSAGE),
             },
         )?;
         self.events.push(row);
@@ -253,6 +273,7 @@ impl Machines {
             // reload their view; the Tinkerbell glue reconciles).
             hub: EventHub::new(1024),
             signals: Signals::default(),
+            boots: Arc::default(),
             clock,
             settings,
             seen: Arc::default(),

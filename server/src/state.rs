@@ -9,6 +9,7 @@ use axum::extract::FromRef;
 
 use crate::artefact::ArtefactCache;
 use crate::auth::Auth;
+use crate::auth::ratelimit::RegistrationLimiter;
 use crate::config::Settings;
 use crate::machines::Machines;
 use crate::machines::catalogue::Catalogue;
@@ -28,4 +29,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// What the boot directory holds, re-read every second or so.
     pub artefact: Arc<ArtefactCache>,
+    /// How fast anyone may register machines.
+    pub registrations: Arc<RegistrationLimiter>,
 }

@@ -382,3 +382,40 @@ async fn a_long_polling_heartbeat_returns_as_soon_as_the_machine_is_assigned() {
         .unwrap();
     assert_eq!(body["instruction"]["action"], "chainload");
 }
+
+#[tokio::test]
+async fn reports_and_change_messages_are_bounded() {
+    let s = TestServer::start().await;
+    let first = s.register(report(31)).await;
+    let id = first["machine_id"].as_str().unwrap().to_string();
+    let mut token = first["token"].as_str().unwrap().to_string();
+    // Eight re-registrations, each with 120 new NICs: a long change summary every time.
+    for round in 0..8u32 {
+        let mut r = report(31);
+        let nics = r["nics"].as_array_mut().unwrap();
+        for i in 0..120u32 {
+            nics.push(json!({"name": format!("e{i}"), "mac": format!("0e:00:00:{round:02x}:{:02x}:{:02x}", i >> 8, i & 0xff)}));
+        }
+        token = s.register_proven(r, &token).await["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
+    let m = expect_json(
+        s.get(&format!("/api/v1/machines/{id}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    for e in m["events"].as_array().unwrap() {
+        assert!(e["message"].as_str().unwrap().len() <= 2048, "{e}");
+    }
+    let db = rusqlite::Connection::open(s.db_path()).unwrap();
+    let reports: i64 = db
+        .query_row(
+            "SELECT count(*) FROM hardware_reports WHERE machine_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(reports, 5, "only the newest reports are kept");
+}

@@ -357,3 +357,30 @@ async fn tftp_serves_the_first_stage_with_blksize_and_tsize() {
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_flood_of_boot_script_requests_is_logged_once() {
+    let s = TestServer::start().await;
+    install_artefact(&s);
+    let r = s.register(report(21)).await;
+    let id = r["machine_id"].as_str().unwrap();
+    for _ in 0..50 {
+        assert!(
+            text(&s, "/boot/52-54-00-00-00-15.ipxe")
+                .await
+                .contains("kernel")
+        );
+    }
+    let events = expect_json(
+        s.get(&format!("/api/v1/events/log?machine={id}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    let boots = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "netboot")
+        .count();
+    assert_eq!(boots, 1, "{events}");
+}

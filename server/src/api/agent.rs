@@ -6,7 +6,9 @@ use std::time::Duration;
 use axum::Json;
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, State};
 use axum::http::{header, request::Parts};
 use dragonfly_proto::{
     Heartbeat, HeartbeatResponse, Instruction, RegisterRequest, RegisterResponse,
@@ -15,6 +17,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::extract::{ApiJson, ApiQuery};
+use crate::auth::ratelimit::RegistrationLimiter;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::machines::{AgentMachine as Agent, Machines};
@@ -70,7 +73,7 @@ where
         (status = 400, description = "Malformed JSON", body = crate::error::ErrorBody),
         (status = 403, description = "Enrollment secret missing or wrong, or an operator rejected this claim", body = crate::error::ErrorBody),
         (status = 409, description = "Claims a known machine without proof: held for an operator (`pending_approval`)", body = crate::error::ErrorBody),
-        (status = 429, description = "Too many registrations wait for an operator", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many registrations (from this address, or at all), too many held ones, or the machine limit is reached", body = crate::error::ErrorBody),
         (status = 413, description = "Body too large", body = crate::error::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::error::ErrorBody),
         (status = 422, description = "Invalid value", body = crate::error::ErrorBody),
@@ -80,9 +83,12 @@ pub async fn register(
     State(machines): State<Machines>,
     State(settings): State<Arc<Settings>>,
     State(metrics): State<Arc<Metrics>>,
+    State(limiter): State<Arc<RegistrationLimiter>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>> {
+    limiter.check(peer.map(|p| p.0.0.ip()))?;
     if let Some(secret) = &settings.enrollment_secret {
         let sent = headers
             .get(ENROLLMENT_HEADER)

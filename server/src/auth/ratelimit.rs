@@ -66,6 +66,53 @@ impl LoginLimiter {
     }
 }
 
+/// Registrations per second from everywhere, with this burst.
+const REGISTRATIONS_PER_SECOND: u32 = 200;
+const REGISTRATION_BURST: u32 = 1000;
+
+/// Registration is open to anyone on the provisioning network (PXE has no credentials):
+/// this bounds how fast it can be used, overall and per client address.
+pub struct RegistrationLimiter {
+    overall: governor::DefaultDirectRateLimiter,
+    by_ip: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl RegistrationLimiter {
+    /// `per_address_per_minute`: what one address may register in a minute (all of a lab's
+    /// VMs behind one NAT share an address).
+    pub fn new(per_address_per_minute: u32) -> RegistrationLimiter {
+        let n = |v: u32| NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN);
+        RegistrationLimiter {
+            overall: RateLimiter::direct(
+                Quota::per_second(n(REGISTRATIONS_PER_SECOND)).allow_burst(n(REGISTRATION_BURST)),
+            ),
+            by_ip: RateLimiter::keyed(per_minute(per_address_per_minute)),
+        }
+    }
+
+    /// Counts one registration; `Err(RateLimited)` when a budget is spent.
+    pub fn check(&self, ip: Option<IpAddr>) -> Result<()> {
+        if let Some(ip) = ip {
+            if self.by_ip.check_key(&ip).is_err() {
+                return Err(Error::RateLimited {
+                    message: "too many registrations from this address; try again in a few \
+                              seconds"
+                        .into(),
+                    retry_after_secs: 5,
+                });
+            }
+        }
+        if self.overall.check().is_err() {
+            return Err(Error::RateLimited {
+                message: "too many registrations at once; try again in a few seconds".into(),
+                retry_after_secs: 5,
+            });
+        }
+        self.by_ip.retain_recent();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +133,17 @@ mod tests {
         // And so is the same account from a clean address: no lock-out from elsewhere.
         l.check(Some("192.0.2.3".parse().unwrap()), "admin")
             .unwrap();
+    }
+
+    #[test]
+    fn registrations_are_limited_per_address() {
+        let l = RegistrationLimiter::new(3);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..3 {
+            l.check(Some(ip)).unwrap();
+        }
+        assert!(matches!(l.check(Some(ip)), Err(Error::RateLimited { .. })));
+        l.check(Some("192.0.2.8".parse().unwrap())).unwrap();
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::vocab::Decision;
 /// At most this many held registrations are kept (each row is small); past it, new claims
 /// are refused with 429 until an operator decides or old decisions expire.
 pub const MAX_HELD: u64 = 1000;
+/// Machines a server keeps: registration is open, so this bounds what strangers can add.
+pub const MAX_MACHINES: u64 = 100_000;
 /// An operator's decision stands this long (an approval lets one registration through).
 pub const DECISION_TTL_MS: i64 = 24 * 3600 * 1000;
 
@@ -218,6 +220,15 @@ impl Machines {
                     None => {
                         // Time-ordered (UUIDv7): new machines append to the id index
                         // instead of dirtying a random page of it on every registration.
+                        if store::count_machines(tx)? >= MAX_MACHINES {
+                            return Err(Error::RateLimited {
+                                message: format!(
+                                    "this server keeps at most {MAX_MACHINES} machines; delete \
+                                     some before registering more"
+                                ),
+                                retry_after_secs: 3600,
+                            });
+                        }
                         let id = uuid::Uuid::now_v7().to_string();
                         store::insert(tx, &id, &ident, State::Discovered, &hash, now)?;
                         held::set_boot_secret(tx, &id, &random_secret(32))?;

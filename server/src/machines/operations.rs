@@ -14,6 +14,9 @@ use crate::store::machines::{self as store, ListFilter, MachineRow, Status};
 use crate::store::os as os_store;
 use dragonfly_proto::{Instruction, Phase};
 
+/// At most one PXE boot of a machine is logged in this window.
+pub const PXE_BOOT_WINDOW_MS: i64 = 5_000;
+
 impl Machines {
     /// Applies one lifecycle event on behalf of an operator, the boot flow or Tinkerbell.
     /// `adjust` edits the status columns after the transition (OS, disk, progress...).
@@ -193,6 +196,38 @@ impl Machines {
             Ok(())
         })
         .await
+    }
+
+    /// Logs that machine `id` PXE-booted and was served `script`, best effort (the script
+    /// is served even when the log cannot be written). Boot scripts are fetched without
+    /// credentials, as often as anyone likes: a boot served the same script as the last one
+    /// logged within [`PXE_BOOT_WINDOW_MS`] is not logged again. Returns whether it was.
+    pub async fn pxe_boot(&self, id: &str, script: &'static str) -> bool {
+        let now = self.clock.now_ms();
+        {
+            let mut boots = self.boots.lock().unwrap_or_else(|p| p.into_inner());
+            if boots
+                .get(id)
+                .is_some_and(|(at, last)| *last == script && now - at < PXE_BOOT_WINDOW_MS)
+            {
+                return false;
+            }
+            if boots.len() >= 100_000 {
+                boots.retain(|_, (at, _)| now - *at < PXE_BOOT_WINDOW_MS);
+            }
+            boots.insert(id.to_string(), (now, script));
+        }
+        let message = format!("PXE boot: served {script}");
+        match self
+            .note(id, MachineEvent::PxeBoot, Actor::Boot, message)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(machine = %id, error = %e, "PXE boot not logged");
+                false
+            }
+        }
     }
 
     /// Appends an event that changes nothing else (a PXE boot, for instance).

@@ -445,7 +445,23 @@ pub fn insert_report(
          VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![id, now, digest, report])?;
+    // Retention: the newest few reports of a machine are history enough; the hardware
+    // changes between them are in the event log.
+    conn.prepare_cached(
+        "DELETE FROM hardware_reports WHERE machine_id = ?1 AND id NOT IN
+            (SELECT id FROM hardware_reports WHERE machine_id = ?1 ORDER BY id DESC LIMIT ?2)",
+    )?
+    .execute(params![id, REPORTS_KEPT])?;
     Ok(())
+}
+
+/// Hardware reports kept per machine.
+pub const REPORTS_KEPT: i64 = 5;
+
+pub fn count_machines(conn: &Connection) -> Result<u64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM machines")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// Columns the list can be sorted by. A closed set, so no caller text reaches the SQL.
