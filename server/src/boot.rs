@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::artefact::ArtefactCache;
 use crate::config::Settings;
-use crate::machines::{Actor, Machines, State as MState};
+use crate::machines::{Machines, State as MState};
 use crate::state::AppState;
 use scripts::{Script, ScriptVars};
 
@@ -115,13 +115,12 @@ async fn hookos_script(
         .by_mac(&mac)
         .await?
         .ok_or_else(|| Error::not_found(format!("machine with boot MAC {mac}")))?;
+    // Fetching this script proves nothing (anyone may ask for any MAC's): the install starts
+    // when the installer says so (the Tinkerbell workflow runs), not here.
     match machine.state {
-        MState::Assigned => {
-            machines
-                .start_install(&machine.id, Actor::Boot, "HookOS script served".into())
-                .await?;
+        MState::Assigned | MState::Installing => {
+            machines.pxe_boot(&machine.id, Script::Hookos.name()).await;
         }
-        MState::Installing => {}
         other => {
             return Err(Error::Conflict(format!(
                 "machine {mac} is {other}; HookOS is only served to assigned machines"

@@ -91,8 +91,17 @@ pub async fn build_state(
 }
 
 /// Response headers every page and API answer carries. The CSP allows no inline script and
-/// no other origin; the UI's scripts are served from this binary.
-fn security_headers(router: Router) -> Router {
+/// no other origin; the UI's scripts are served from this binary. Over TLS, browsers are
+/// told to keep to HTTPS (HSTS).
+fn security_headers(router: Router, tls: bool) -> Router {
+    let router = if tls {
+        router.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ))
+    } else {
+        router
+    };
     let headers: [(HeaderName, &'static str); 5] = [
         (
             header::CONTENT_SECURITY_POLICY,
@@ -140,7 +149,13 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::http::require_operator,
+        ))
+        // What an operator sees is theirs alone: never kept by a browser or a proxy.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
         ));
+    let tls = state.settings.tls;
     let app = api
         .public
         .merge(boot::router())
@@ -172,7 +187,7 @@ pub fn router(state: AppState) -> Router {
         // bodies alone.
         .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state);
-    security_headers(app)
+    security_headers(app, tls)
 }
 
 /// Rewrites error responses produced by the framework (path and query rejections, for
@@ -191,7 +206,7 @@ async fn json_errors(resp: Response) -> Response {
     if keep {
         return resp;
     }
-    let (_, body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
     let text = axum::body::to_bytes(body, 4096)
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
@@ -201,6 +216,7 @@ async fn json_errors(resp: Response) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::RANGE_NOT_SATISFIABLE => "range_not_satisfiable",
         s if s.is_server_error() => "internal",
         _ => "bad_request",
     };
@@ -209,7 +225,14 @@ async fn json_errors(resp: Response) -> Response {
     } else {
         text
     };
-    error_response(status, code, message, None).into_response()
+    let mut out = error_response(status, code, message, None).into_response();
+    // Headers that belong to the answer, not to its body (a 416 says the length).
+    for h in [header::CONTENT_RANGE, header::RETRY_AFTER, header::ALLOW] {
+        if let Some(v) = parts.headers.get(&h) {
+            out.headers_mut().insert(h, v.clone());
+        }
+    }
+    out
 }
 
 /// Serves `app` on `listener` (plain HTTP, default limits) until `shutdown` resolves. The

@@ -84,7 +84,14 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/os/{slug}", axum::routing::delete(os::delete))
         .route(paths::TOKENS, get(tokens::page).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
-        .route_layer(axum::middleware::from_fn_with_state(state, require_login));
+        .route_layer(axum::middleware::from_fn_with_state(state, require_login))
+        // What an operator sees is theirs alone: never kept by a browser or a proxy.
+        .layer(
+            tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            ),
+        );
     public.merge(protected)
 }
 

@@ -110,9 +110,12 @@ async fn the_script_follows_the_machine_state_to_hookos_and_the_local_disk() {
         StatusCode::OK,
     )
     .await;
-    assert_eq!(m["state"], "installing");
-    assert_eq!(m["events"][0]["kind"], "install_started");
-    assert_eq!(m["events"][0]["actor"], "boot");
+    // Anyone may fetch this script: it is logged, and changes no state.
+    assert_eq!(m["state"], "assigned");
+    assert_eq!(m["events"][0]["kind"], "netboot");
+    assert_eq!(m["events"][0]["message"], "PXE boot: served hookos.ipxe");
+    // The installer says it started.
+    s.heartbeat(token, json!({"phase": "installing"})).await;
     // While installing, a PXE boot re-enters the installer.
     assert!(text(&s, script).await.contains("hookos.ipxe"));
 
@@ -383,4 +386,42 @@ async fn a_flood_of_boot_script_requests_is_logged_once() {
         .filter(|e| e["kind"] == "netboot")
         .count();
     assert_eq!(boots, 1, "{events}");
+}
+
+#[tokio::test]
+async fn ranges_follow_if_range_and_unsatisfiable_ones_say_the_length() {
+    let s = TestServer::start().await;
+    let kernel = install_artefact(&s);
+    let url = format!("{}/boot/vmlinuz", s.url);
+    let full = s.anon.get(&url).send().await.unwrap();
+    let etag = full.headers()["etag"].to_str().unwrap().to_string();
+    let range = |validator: &str| {
+        s.anon
+            .get(&url)
+            .header("range", "bytes=0-99")
+            .header("if-range", validator.to_string())
+            .send()
+    };
+    // The same file: the range applies.
+    assert_eq!(
+        range(&etag).await.unwrap().status(),
+        StatusCode::PARTIAL_CONTENT
+    );
+    // Another version: the whole file comes back.
+    let stale = range("\"not-this-one\"").await.unwrap();
+    assert_eq!(stale.status(), StatusCode::OK);
+    assert_eq!(stale.bytes().await.unwrap().len(), kernel.len());
+    // A range past the end: 416 with the length.
+    let past = s
+        .anon
+        .get(&url)
+        .header("range", format!("bytes={}-", kernel.len() + 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        past.headers()["content-range"],
+        format!("bytes */{}", kernel.len()).as_str()
+    );
 }

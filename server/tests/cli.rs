@@ -429,6 +429,10 @@ async fn tls_serves_https_with_secure_cookies() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
         cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),

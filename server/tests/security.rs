@@ -420,3 +420,29 @@ async fn responses_carry_the_security_headers() {
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
     }
 }
+
+#[tokio::test]
+async fn bearer_is_case_insensitive_and_operator_answers_are_not_cached() {
+    let s = TestServer::start().await;
+    let (_, token) = s
+        .state
+        .auth
+        .create_token("t", dragonfly::auth::Scope::Read, "tests")
+        .await
+        .unwrap();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let resp = s
+            .anon
+            .get(format!("{}/api/v1/machines", s.url))
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{scheme}");
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+    }
+    let page = s.get("/machines").await;
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    // Plain HTTP: no HSTS (it is sent over TLS only; see cli::tls_serves_https...).
+    assert!(page.headers().get("strict-transport-security").is_none());
+}

@@ -3,7 +3,7 @@
 //!
 //! (a) BIOS: PXE → registered with exactly the SMBIOS serial and UUID, MAC and disk serial
 //!     QEMU was given → OS assigned through the API → the agent kexecs into iPXE → that
-//!     machine requests hookos.ipxe → it is `installing`;
+//!     machine requests hookos.ipxe (on its timeline; without Tinkerbell nothing installs);
 //! (b) UEFI (OVMF): the same loop through the reboot path;
 //! (c) an installed machine's next PXE boot is sent to its disk (`exit 1`).
 //!
@@ -159,10 +159,14 @@ async fn machine_by_mac(s: &Server, mac: &str) -> Option<Value> {
         .cloned()
 }
 
-async fn wait_state(s: &Server, id: &str, state: &str, vm: &Vm) -> Value {
-    let r = eventually(BOOT, &format!("state {state}"), || async {
+/// Waits until the machine fetched its HookOS script (the hand-over to Tinkerbell).
+async fn wait_hookos(s: &Server, id: &str, vm: &Vm) -> Value {
+    let r = eventually(BOOT, "the HookOS script served", || async {
         let m = s.machine(id).await;
-        (m["state"] == state).then_some(m)
+        kinds(&m)
+            .iter()
+            .any(|e| e.contains("served hookos.ipxe"))
+            .then_some(m)
     })
     .await;
     match r {
@@ -255,7 +259,7 @@ async fn bios_pxe_register_assign_kexec_hookos_then_local_disk() {
     let machine_id = register(&s, &id, &vm).await;
     let registered = started.elapsed();
     assign(&s, &machine_id, id.disk).await;
-    let m = wait_state(&s, &machine_id, "installing", &vm).await;
+    let m = wait_hookos(&s, &machine_id, &vm).await;
     println!(
         "BIOS: registered after {registered:?}, hookos after {:?}",
         started.elapsed()
@@ -271,7 +275,16 @@ async fn bios_pxe_register_assign_kexec_hookos_then_local_disk() {
     );
     vm.kill("bios").await;
 
-    // (c) The install finished; the machine's next PXE boot goes to its disk.
+    // (c) The installer ran and finished; the machine's next PXE boot goes to its disk.
+    s.state
+        .machines
+        .start_install(
+            &machine_id,
+            dragonfly::machines::Actor::Tinkerbell,
+            "test".into(),
+        )
+        .await
+        .unwrap();
     s.state
         .machines
         .finish_install(
@@ -313,7 +326,7 @@ async fn uefi_pxe_register_assign_reboot_hookos() {
     let machine_id = register(&s, &id, &vm).await;
     let registered = started.elapsed();
     assign(&s, &machine_id, id.disk).await;
-    let m = wait_state(&s, &machine_id, "installing", &vm).await;
+    let m = wait_hookos(&s, &machine_id, &vm).await;
     println!(
         "UEFI: registered after {registered:?}, hookos after {:?}",
         started.elapsed()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts, State};
-use axum::http::{header, request::Parts};
+use axum::http::request::Parts;
 use dragonfly_proto::{
     Heartbeat, HeartbeatResponse, Instruction, RegisterRequest, RegisterResponse,
 };
@@ -37,12 +37,7 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+        let token = crate::auth::http::bearer(&parts.headers)
             .filter(|t| !t.is_empty() && t.len() <= 128)
             .ok_or_else(|| {
                 Error::Unauthorized("agent token required: Authorization: Bearer <token>".into())

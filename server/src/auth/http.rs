@@ -18,12 +18,12 @@ use crate::error::{Error, Result};
 pub const SESSION_COOKIE: &str = "dragonfly_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+/// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive,
+/// RFC 9110 11.1).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Finds the principal of a request without enforcing anything.

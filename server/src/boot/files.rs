@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
@@ -32,9 +33,39 @@ pub async fn serve(path: &Path, req: Request) -> Result<Response> {
             "{name} (the netboot image is not built: run image/build.sh)"
         )));
     }
+    let mut req = req;
+    if let Some(validator) = req.headers().get(header::IF_RANGE).cloned() {
+        // RFC 9110 13.1.5: the range applies only if the file is still the one the client
+        // has (same strong ETag, or same Last-Modified); otherwise the whole file is sent.
+        let probe = Request::head(req.uri().clone())
+            .body(axum::body::Body::empty())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let current = ServeFile::new(path)
+            .oneshot(probe)
+            .await
+            .map_err(|e| Error::Internal(format!("serving {}: {e}", path.display())))?;
+        let h = current.headers();
+        let same = (!validator.as_bytes().starts_with(b"W/")
+            && h.get(header::ETAG) == Some(&validator))
+            || h.get(header::LAST_MODIFIED) == Some(&validator);
+        if !same {
+            req.headers_mut().remove(header::RANGE);
+        }
+    }
     let resp = ServeFile::new(path)
         .oneshot(req)
         .await
         .map_err(|e| Error::Internal(format!("serving {}: {e}", path.display())))?;
-    Ok(resp.into_response())
+    let mut resp = resp.into_response();
+    if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE
+        && !resp.headers().contains_key(header::CONTENT_RANGE)
+    {
+        // RFC 9110 14.4: a 416 says how long the representation is.
+        if let Ok(meta) = tokio::fs::metadata(path).await {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.len())) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+    }
+    Ok(resp)
 }

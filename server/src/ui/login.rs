@@ -23,10 +23,19 @@ pub struct Next {
     next: Option<String>,
 }
 
-/// Only local paths are followed after login (no open redirect).
+/// Only local paths are followed after login (no open redirect). Browsers drop tabs and
+/// newlines from URLs, so `/\t/evil.example` would become `//evil.example`: any control
+/// character or whitespace, a backslash, or a second slash first is refused.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            n.to_string()
+        }
         _ => paths::DASHBOARD.to_string(),
     }
 }
@@ -138,6 +147,9 @@ mod tests {
             "https://evil.example",
             "evil",
             "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
         ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
