@@ -425,3 +425,42 @@ async fn ranges_follow_if_range_and_unsatisfiable_ones_say_the_length() {
         format!("bytes */{}", kernel.len()).as_str()
     );
 }
+
+#[tokio::test]
+async fn unanswered_tftp_requests_hold_at_most_a_few_transfers_per_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("undionly.kpxe"), vec![1u8; 4096]).unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(tftp::serve(
+        socket,
+        dir.path().to_path_buf(),
+        std::future::pending(),
+    ));
+    // A flood of read requests from one address that never acknowledges anything.
+    let flood = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let rrq = tftp::encode(&Packet::Read(Request {
+        filename: "undionly.kpxe".into(),
+        mode: "octet".into(),
+        options: vec![],
+    }));
+    for _ in 0..300 {
+        flood.send_to(&rrq, addr).await.unwrap();
+    }
+    // Transfers answer from their own sockets: count the distinct ones that answered.
+    let mut peers = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 2048];
+    while let Ok(Ok((_, from))) =
+        tokio::time::timeout(Duration::from_millis(300), flood.recv_from(&mut buf)).await
+    {
+        peers.insert(from);
+    }
+    assert!(
+        !peers.is_empty() && peers.len() <= tftp::MAX_TRANSFERS_PER_PEER,
+        "{} transfers for one peer",
+        peers.len()
+    );
+    // Another address is still served at once.
+    let (data, _) = tftp_get(addr, "undionly.kpxe", &[]).await.unwrap();
+    assert_eq!(data.len(), 4096);
+}

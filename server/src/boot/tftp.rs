@@ -27,6 +27,49 @@ const DEFAULT_BLKSIZE: usize = 512;
 const MAX_BLKSIZE: usize = 1468;
 const RETRIES: u32 = 5;
 const TIMEOUT: Duration = Duration::from_secs(1);
+/// Transfers at once, and from one address: each holds a socket for up to ~5 s when its
+/// client never answers, and a read request is 15 spoofable bytes.
+pub const MAX_TRANSFERS: usize = 128;
+pub const MAX_TRANSFERS_PER_PEER: usize = 4;
+
+/// Transfers in flight, overall and per peer address.
+#[derive(Default)]
+struct Slots {
+    by_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+struct Slot {
+    slots: std::sync::Arc<Slots>,
+    ip: std::net::IpAddr,
+}
+
+impl Slots {
+    fn admit(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut by = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = by.values().sum();
+        let mine = by.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_TRANSFERS || mine >= MAX_TRANSFERS_PER_PEER {
+            return None;
+        }
+        by.insert(ip, mine + 1);
+        Some(Slot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut by = self.slots.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// A parsed TFTP packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +303,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tracing::info!(addr = %socket.local_addr()?, dir = %dir.display(), "TFTP ready");
     let mut buf = vec![0u8; 1024];
+    let slots = std::sync::Arc::new(Slots::default());
     tokio::pin!(shutdown);
     loop {
         let (n, peer) = tokio::select! {
@@ -269,8 +313,14 @@ pub async fn serve(
         let local = socket.local_addr()?;
         match parse(&buf[..n]) {
             Ok(Packet::Read(req)) => {
+                let Some(slot) = slots.admit(peer.ip()) else {
+                    // No answer: the source may be forged, and a real client retries.
+                    tracing::debug!(%peer, "TFTP request dropped: too many transfers");
+                    continue;
+                };
                 let dir = dir.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = transfer(local, peer, &dir, req).await {
                         tracing::warn!(%peer, error = %e, "TFTP transfer failed");
                     }
