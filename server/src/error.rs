@@ -38,6 +38,9 @@ pub enum Error {
     Forbidden(String),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The request body did not arrive in time.
+    #[error("{0}")]
+    TimedOut(String),
     #[error("{message}")]
     RateLimited {
         message: String,
@@ -74,6 +77,7 @@ impl Error {
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Error::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -87,6 +91,7 @@ impl Error {
 pub struct ErrorBody {
     /// Stable machine-readable code: `invalid_value`, `invalid_json`, `not_found`,
     /// `conflict`, `pending_approval`, `unauthorized`, `forbidden`, `payload_too_large`,
+    /// `request_timeout`,
     /// `unsupported_media_type`, `method_not_allowed`, `rate_limited`, `internal`.
     pub error: String,
     /// Human-readable explanation.

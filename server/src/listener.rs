@@ -9,12 +9,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -23,6 +25,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -43,6 +46,10 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Time to finish the TLS handshake.
     pub handshake_timeout: Duration,
+    /// A connection that makes no progress writing for this long is closed: a client that
+    /// reads a download at a byte a second, or advertises a zero window, must not hold its
+    /// place for ever. Long-polls and idle event streams write nothing, so never stall.
+    pub write_stall: Duration,
     /// How long open requests may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
 }
@@ -55,6 +62,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(10),
+            write_stall: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
         }
     }
@@ -108,44 +116,165 @@ impl Drop for Slot {
     }
 }
 
-/// Reads the whole request body within `limit` before the handler runs, so a client that
-/// announces a large body and trickles it holds a connection for that long at most. Bodies
-/// here are small (the largest is a 1 MiB hardware report); the routes' own size limits
-/// still apply to what was read.
-async fn read_body_in_time(limit: Duration, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    // Past every route's own limit: the route answers 413 for anything above its own.
-    const MOST: usize = 2 * 1024 * 1024;
-    let too_large = error_response(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        "request body too large".into(),
-        None,
-    );
-    let announced = parts
-        .headers
+/// What reading a request body gives when its deadline has passed.
+#[derive(Debug)]
+pub struct BodyTimeout;
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+/// A request body that must arrive whole before a deadline: a client that announces a body
+/// and trickles it holds its connection that long at most. Nothing is buffered here; the
+/// extractors read it as before, within their routes' own size limits.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match this.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(BodyTimeout)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Refuses a body announced past every route's limit before reading it, and gives every
+/// other body a deadline.
+async fn bound_body(limit: Duration, req: Request, next: Next) -> Response {
+    // Past every route's own limit (the largest is a 1 MiB registration).
+    const MOST: u64 = 2 * 1024 * 1024;
+    let announced = req
+        .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MOST as u64) {
-        return too_large.into_response();
-    }
-    match tokio::time::timeout(limit, axum::body::to_bytes(body, MOST)).await {
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
-        Ok(Err(_)) => too_large.into_response(),
-        Err(_) => error_response(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!(
-                "the request body did not arrive within {} s",
-                limit.as_secs()
-            ),
+    if announced.is_some_and(|n| n > MOST) {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body too large".into(),
             None,
         )
-        .into_response(),
+        .into_response();
+    }
+    let deadline = Box::pin(tokio::time::sleep(limit));
+    let req = req.map(|inner| Body::new(DeadlineBody { inner, deadline }));
+    next.run(req).await
+}
+
+/// Closes the connection when a write stays pending for [`Limits::write_stall`].
+struct StallGuard<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> StallGuard<S> {
+    fn new(inner: S, limit: Duration) -> StallGuard<S> {
+        StallGuard {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.limit)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for StallGuard<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Pending => this.pending(cx),
+            ready => {
+                this.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.pending(cx),
+            ready => {
+                this.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.pending(cx),
+            ready => {
+                this.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -160,7 +289,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let body_timeout = limits.body_timeout;
     let app = app.layer(axum::middleware::from_fn(move |req, next| {
-        read_body_in_time(body_timeout, req, next)
+        bound_body(body_timeout, req, next)
     }));
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
@@ -199,14 +328,14 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let handshake = limits.handshake_timeout;
+        let stall = limits.write_stall;
         tokio::spawn(async move {
             let _slot = slot;
             let service = TowerToHyperService::new(service);
             let result = match acceptor {
                 None => {
-                    watcher
-                        .watch(http.serve_connection(TokioIo::new(tcp), service))
-                        .await
+                    let io = TokioIo::new(StallGuard::new(tcp, stall));
+                    watcher.watch(http.serve_connection(io, service)).await
                 }
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
@@ -220,9 +349,8 @@ pub async fn serve(
                             return;
                         }
                     };
-                    watcher
-                        .watch(http.serve_connection(TokioIo::new(stream), service))
-                        .await
+                    let io = TokioIo::new(StallGuard::new(stream, stall));
+                    watcher.watch(http.serve_connection(io, service)).await
                 }
             };
             if let Err(e) = result {

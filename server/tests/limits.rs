@@ -140,3 +140,30 @@ async fn connections_are_capped_per_address_and_overall() {
         assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_a_download_is_dropped() {
+    let (addr, s) = start(Limits {
+        write_stall: Duration::from_millis(300),
+        ..short()
+    })
+    .await;
+    let dir = s.dir.path().join("netboot");
+    std::fs::create_dir_all(&dir).unwrap();
+    let size = 32 << 20;
+    std::fs::write(dir.join("vmlinuz"), vec![7u8; size]).unwrap();
+    std::fs::write(dir.join("initramfs.zst"), b"x").unwrap();
+    let mut c = connect(addr, [127, 0, 0, 1]).await;
+    send(
+        &mut c,
+        b"GET /boot/vmlinuz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    // Read nothing while the server's writes stall, then take what is left.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (got, _) = wait(c, Instant::now());
+    assert!(got.starts_with("HTTP/1.1 200"));
+    assert!(
+        got.len() < size,
+        "the whole file came: the stalled writer was not dropped"
+    );
+}

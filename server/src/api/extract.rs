@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
+use crate::listener::BodyTimeout;
 
 /// Like `axum::Json`, but malformed bodies get `{"error","message","field"}`.
 pub struct ApiJson<T>(pub T);
@@ -76,6 +77,8 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Error::PayloadTooLarge
+            } else if timed_out(&e) {
+                Error::TimedOut(BodyTimeout.to_string())
             } else {
                 Error::BadRequest {
                     code: "invalid_body",
@@ -86,6 +89,18 @@ where
         })?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// Whether reading the body failed because its deadline passed (the listener's).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<BodyTimeout>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Like `axum::extract::Query`, with the API's error shape naming the parameter.

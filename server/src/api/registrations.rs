@@ -27,7 +27,10 @@ pub struct HeldParams {
 #[utoipa::path(
     get, path = "/api/v1/registrations", tag = "machines",
     params(HeldParams),
-    responses((status = 200, description = "Held registrations", body = [HeldRegistration]))
+    responses(
+        (status = 200, description = "Held registrations", body = [HeldRegistration]),
+        (status = 422, description = "Unknown or invalid query parameter", body = ErrorBody),
+    )
 )]
 pub async fn list(
     State(machines): State<Machines>,
@@ -43,6 +46,7 @@ pub async fn list(
     params(("id" = i64, Path, description = "Held registration id")),
     responses(
         (status = 200, description = "Approved", body = HeldRegistration),
+        (status = 400, description = "The id is not a 64-bit integer", body = ErrorBody),
         (status = 404, description = "No such held registration", body = ErrorBody),
         (status = 409, description = "Already decided", body = ErrorBody),
     )
@@ -60,6 +64,7 @@ pub async fn approve(
     params(("id" = i64, Path, description = "Held registration id")),
     responses(
         (status = 200, description = "Rejected", body = HeldRegistration),
+        (status = 400, description = "The id is not a 64-bit integer", body = ErrorBody),
         (status = 404, description = "No such held registration", body = ErrorBody),
         (status = 409, description = "Already decided", body = ErrorBody),
     )
