@@ -441,19 +441,31 @@ where
 {
     let argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let cmd = Cli::command();
-    let matches = cmd.clone().try_get_matches_from(&argv)?;
+    // First without the flags' relations (--tls-cert needs --tls-key): one of a pair may be
+    // in the file. The final parse below checks them, file values included.
+    let matches = relaxed(cmd.clone()).try_get_matches_from(&argv)?;
     let (leaf_cmd, leaf) = leaf(&cmd, &matches);
     let extra = match leaf.try_get_one::<PathBuf>("config").ok().flatten() {
         Some(path) => file_args(&cmd, leaf_cmd, leaf, path).map_err(ParseError::File)?,
         None => Vec::new(),
     };
-    if extra.is_empty() {
-        return Ok(Cli::from_arg_matches(&matches)?);
-    }
-    // The file's values go after everything the user typed: they are only for settings the
-    // user did not set, so nothing is given twice.
+    // Again, with the flags' relations, and the file's values after everything the user
+    // typed: they are only for settings the user did not set, so nothing is given twice.
     let matches = cmd.try_get_matches_from(argv.into_iter().chain(extra))?;
     Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// `cmd` with no flag requiring another, in every subcommand.
+fn relaxed(cmd: clap::Command) -> clap::Command {
+    let mut cmd = cmd.mut_args(|a| a.requires(clap::builder::Resettable::<clap::Id>::Reset));
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(name, relaxed);
+    }
+    cmd
 }
 
 /// The innermost subcommand given, and its matches.
@@ -536,6 +548,7 @@ fn file_args(
         // The flag's own parser: a file value is checked exactly like the flag.
         // The flag's parser alone (not its relations to other flags).
         let alone = clap::Arg::new("value")
+            .allow_hyphen_values(true)
             .action(arg.get_action().clone())
             .value_parser(arg.get_value_parser().clone());
         clap::Command::new("dragonfly")
@@ -550,8 +563,8 @@ fn file_args(
                     .replace(" for '<value>'", "")
                     .to_string())
             })?;
-        out.push(format!("--{long}").into());
-        out.push(text.into());
+        // One argument, so a value that starts with '-' stays a value.
+        out.push(format!("--{long}={text}").into());
     }
     Ok(out)
 }
@@ -872,6 +885,20 @@ mod tests {
         assert!(err.contains("`tink_finish`"), "{err}");
         let (_dir, f) = file("port = \"many\"\n");
         assert!(parse(["dragonfly", "--config", &f]).is_err());
+    }
+
+    #[test]
+    fn a_pair_may_be_split_between_flags_and_the_file_and_values_may_start_with_a_dash() {
+        let (_dir, f) = file("tls_key = \"k.pem\"\nenrollment_secret = \"-starts-with-a-dash\"\n");
+        let s = serve(&["--config", &f, "--tls-cert", "c.pem"]);
+        assert_eq!(s.server.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(s.server.tls_key, Some(PathBuf::from("k.pem")));
+        assert_eq!(
+            s.server.enrollment_secret.as_deref(),
+            Some("-starts-with-a-dash")
+        );
+        // Alone, the flag still needs its partner.
+        assert!(parse(["dragonfly", "--tls-cert", "c.pem"]).is_err());
     }
 
     #[test]

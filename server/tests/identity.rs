@@ -321,3 +321,94 @@ async fn the_machine_page_shows_held_claims_and_takes_the_answer() {
     let open = expect_json(s.get("/api/v1/registrations").await, StatusCode::OK).await;
     assert_eq!(open.as_array().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn leaving_out_an_identifier_or_borrowing_another_machines_is_held() {
+    let s = TestServer::start().await;
+    let a = s.register(report(60)).await;
+    s.register(report(61)).await;
+    // A discovered machine's boot MAC without its UUID and serial: not a way to blank them.
+    let mut blank = report(60);
+    blank["smbios"]["system"] = json!({"vendor": "QEMU"});
+    expect_error(
+        claim(&s, blank, json!({})).await,
+        StatusCode::CONFLICT,
+        "pending_approval",
+        None,
+    )
+    .await;
+    // Even with its own proof, a machine may not take another's NIC.
+    let mut borrow = report(60);
+    borrow["nics"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "eth9", "mac": "52:54:00:00:00:3d"}));
+    expect_error(
+        claim(&s, borrow, json!({"previous_token": a["token"]})).await,
+        StatusCode::CONFLICT,
+        "pending_approval",
+        None,
+    )
+    .await;
+    let m = machine(&s, a["machine_id"].as_str().unwrap()).await;
+    assert_eq!(m["serial"], "SN-00060");
+    assert_eq!(m["nics"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_boot_secret_proves_once_then_a_new_one_is_served() {
+    let s = TestServer::start().await;
+    let dir = s.dir.path().join("netboot");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["vmlinuz", "initramfs.zst"] {
+        std::fs::write(dir.join(f), b"x").unwrap();
+    }
+    let r = s.register(report(62)).await;
+    let id = r["machine_id"].as_str().unwrap();
+    let seen = script_secret(&s, "52-54-00-00-00-3e").await.unwrap();
+    // The machine is chosen for an install: the secret read before no longer proves.
+    expect_json(
+        s.post(
+            &format!("/api/v1/machines/{id}/assign"),
+            json!({"os": "debian-12"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_error(
+        claim(&s, report(62), json!({"machine_secret": seen})).await,
+        StatusCode::CONFLICT,
+        "pending_approval",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn held_claims_of_one_machine_are_bounded_and_the_newest_kept() {
+    let s = TestServer::start().await;
+    let r = s.register(report(63)).await;
+    let id = r["machine_id"].as_str().unwrap();
+    expect_json(
+        s.post(
+            &format!("/api/v1/machines/{id}/assign"),
+            json!({"os": "debian-12"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    // Each claim a different report (a different digest): 30 rows' worth.
+    for i in 0..30u64 {
+        let mut r = report(63);
+        r["memory_bytes"] = json!((i + 1) << 30);
+        claim(&s, r, json!({})).await;
+    }
+    let open = expect_json(
+        s.get(&format!("/api/v1/registrations?machine={id}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(open.as_array().unwrap().len(), 20, "{open}");
+}

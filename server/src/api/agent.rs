@@ -134,6 +134,12 @@ pub async fn heartbeat(
     // Watch before reading, so a change between the read and the wait is not missed. The
     // waiter wakes only for this machine's changes.
     let mut changes = (wait > 0).then(|| machines.watch(machine.id()));
+    // The token was looked up before the watch began: read the machine again, so a change
+    // in between (an assignment) is not answered with a stale `wait`.
+    let machine = match changes {
+        Some(_) => machines.reload(&machine).await?,
+        None => machine,
+    };
     let mut instruction = machines.heartbeat(&machine, hb).await?;
     metrics.heartbeats.inc();
     if let (Instruction::Wait { .. }, Some(waiter)) = (&instruction, changes.as_mut()) {

@@ -21,6 +21,9 @@ use crate::vocab::Decision;
 pub const MAX_HELD: u64 = 1000;
 /// Machines a server keeps: registration is open, so this bounds what strangers can add.
 pub const MAX_MACHINES: u64 = 100_000;
+/// Open claims kept per machine, and how long an open claim is kept after its last attempt.
+pub const MAX_HELD_PER_MACHINE: u64 = 20;
+pub const OPEN_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 /// An operator's decision stands this long (an approval lets one registration through).
 pub const DECISION_TTL_MS: i64 = 24 * 3600 * 1000;
 
@@ -103,6 +106,7 @@ impl Machines {
                     Some((existing, matched)) => {
                         let id = existing.id.clone();
                         let conflicts = identity::identity_conflicts(&existing, &ident);
+                        let foreign = identity::foreign_identifiers(tx, &existing, &ident, report)?;
                         let how = match matched {
                             identity::MatchedBy::BootMac => "boot MAC",
                             identity::MatchedBy::OtherNic => "another NIC's MAC",
@@ -114,7 +118,8 @@ impl Machines {
                         // operator let exactly this claim through.
                         let needs_proof =
                             existing.state != State::Discovered || !conflicts.is_empty();
-                        if needs_proof && !proves(tx, &existing, &req)? {
+                        // Another machine's identifiers: an operator decides, proof or not.
+                        if !foreign.is_empty() || (needs_proof && !proves(tx, &existing, &req)?) {
                             held::expire(tx, now - DECISION_TTL_MS)?;
                             match held::find(tx, &id, &ident.boot_mac, &digest)? {
                                 Some(h) if h.decision == Some(Decision::Approved) => {
@@ -128,15 +133,19 @@ impl Machines {
                                     return Ok((Outcome::Held(h.reason), Committed::none()));
                                 }
                                 None => {
-                                    if held::count(tx)? >= MAX_HELD {
-                                        return Err(Error::RateLimited {
-                                            message: "too many registrations wait for an \
-                                                      operator; try again later"
-                                                .into(),
-                                            retry_after_secs: 60,
-                                        });
+                                    // Bounded, and never full: the oldest open claims give
+                                    // way (of this machine first), so a flood cannot hide
+                                    // the newest ones from the operator.
+                                    held::expire_open(tx, now - OPEN_TTL_MS)?;
+                                    if held::open_count(tx, Some(&id))? >= MAX_HELD_PER_MACHINE {
+                                        held::evict_oldest_open(tx, Some(&id))?;
                                     }
-                                    let reason = if conflicts.is_empty() {
+                                    if held::count(tx)? >= MAX_HELD {
+                                        held::evict_oldest_open(tx, None)?;
+                                    }
+                                    let mut why = conflicts.clone();
+                                    why.extend(foreign.iter().cloned());
+                                    let reason = if why.is_empty() {
                                         format!(
                                             "claims machine {} ({}) without proof",
                                             existing.boot_mac, existing.state
@@ -145,7 +154,7 @@ impl Machines {
                                         format!(
                                             "matched {} by {how} but {}",
                                             existing.boot_mac,
-                                            conflicts.join("; ")
+                                            why.join("; ")
                                         )
                                     };
                                     let version: String =
@@ -189,6 +198,9 @@ impl Machines {
                             )?;
                         }
                         store::update_identity(tx, &id, &ident, &hash, now)?;
+                        // A secret read from a boot script before this registration no
+                        // longer proves anything.
+                        held::set_boot_secret(tx, &id, &random_secret(32))?;
                         match store::latest_report(tx, &id)? {
                             Some((old_digest, old_json)) if old_digest != digest => {
                                 let summary = serde_json::from_str::<HardwareReport>(&old_json)
@@ -286,6 +298,13 @@ impl Machines {
             .ok_or_else(|| {
                 Error::Unauthorized("unknown or replaced agent token; register again".into())
             })
+    }
+
+    /// The machine of `agent` as it is now.
+    pub async fn reload(&self, agent: &AgentMachine) -> Result<AgentMachine> {
+        let id = agent.0.id.clone();
+        let row = self.db.read(move |c| load(c, &id)).await?;
+        Ok(AgentMachine(row))
     }
 
     /// Records a heartbeat from the agent of machine `current` (as just read with its token)

@@ -287,15 +287,17 @@ pub fn find_existing(
 /// keeps the NIC but changes the UUID; a moved NIC keeps the UUID but changes the MAC).
 pub fn identity_conflicts(stored: &MachineRow, ident: &Identity) -> Vec<String> {
     let mut out = Vec::new();
-    if let (Some(a), Some(b)) = (&stored.smbios_uuid, &ident.smbios_uuid) {
-        if a != b {
-            out.push(format!("SMBIOS UUID changed from {a} to {b}"));
-        }
+    // A known identifier that goes missing is a change too: leaving it out must not be a
+    // way to blank a machine's identity.
+    match (&stored.smbios_uuid, &ident.smbios_uuid) {
+        (Some(a), Some(b)) if a != b => out.push(format!("SMBIOS UUID changed from {a} to {b}")),
+        (Some(a), None) => out.push(format!("SMBIOS UUID {a} is no longer reported")),
+        _ => {}
     }
-    if let (Some(a), Some(b)) = (&stored.serial, &ident.serial) {
-        if a != b {
-            out.push(format!("serial changed from {a} to {b}"));
-        }
+    match (&stored.serial, &ident.serial) {
+        (Some(a), Some(b)) if a != b => out.push(format!("serial changed from {a} to {b}")),
+        (Some(a), None) => out.push(format!("serial {a} is no longer reported")),
+        _ => {}
     }
     if stored.boot_mac != ident.boot_mac {
         out.push(format!(
@@ -304,6 +306,49 @@ pub fn identity_conflicts(stored: &MachineRow, ident: &Identity) -> Vec<String> 
         ));
     }
     out
+}
+
+/// Identifiers of the report that belong to another known machine than `m`: its NICs'
+/// MACs, its SMBIOS UUID, its serial. A claim carrying them is held for an operator even
+/// with proof, so that no machine can take another's identifiers.
+pub fn foreign_identifiers(
+    conn: &Connection,
+    m: &MachineRow,
+    ident: &Identity,
+    report: &HardwareReport,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for nic in &report.nics {
+        if let Some(other) = store::by_any_mac(conn, &nic.mac)? {
+            if other.id != m.id {
+                out.push(format!(
+                    "NIC {} belongs to machine {}",
+                    nic.mac, other.boot_mac
+                ));
+            }
+        }
+    }
+    if let Some(uuid) = &ident.smbios_uuid {
+        if let Some(other) = store::by_uuid(conn, uuid)? {
+            if other.id != m.id {
+                out.push(format!(
+                    "SMBIOS UUID {uuid} belongs to machine {}",
+                    other.boot_mac
+                ));
+            }
+        }
+    }
+    if let Some(serial) = &ident.serial {
+        if let Some(other) = store::by_serial(conn, serial, ident.vendor.as_deref())? {
+            if other.id != m.id {
+                out.push(format!(
+                    "serial {serial} belongs to machine {}",
+                    other.boot_mac
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The report without what changes on every boot (addresses, link state, speed), as the

@@ -9,6 +9,7 @@ use super::{
     lifecycle, load, status_of, validate_hostname, validate_tag,
 };
 use crate::error::{Error, Result};
+use crate::secrets::random_secret;
 use crate::store::events as event_store;
 use crate::store::machines::{self as store, ListFilter, MachineRow, Status};
 use crate::store::os as os_store;
@@ -40,6 +41,11 @@ impl Machines {
                 let m = load(tx, &id)?;
                 let from = m.state;
                 let to = lifecycle::next(from, event)?;
+                if matches!(event, Event::Assign | Event::Reimage) {
+                    // A secret read from a boot script before the machine was chosen for
+                    // an install no longer proves anything.
+                    crate::store::registrations::set_boot_secret(tx, &id, &random_secret(32))?;
+                }
                 let mut status = status_of(&m);
                 status.state = to;
                 adjust(tx, &m, &mut status)?;

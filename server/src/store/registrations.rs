@@ -151,6 +151,34 @@ pub fn expire(conn: &Connection, before: i64) -> Result<usize, StoreError> {
         .execute([before])?)
 }
 
+/// Undecided claims (of one machine when given).
+pub fn open_count(conn: &Connection, machine_id: Option<&str>) -> Result<u64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM held_registrations
+             WHERE decision IS NULL AND (?1 IS NULL OR machine_id = ?1)",
+        )?
+        .query_row([machine_id], |r| r.get(0))?)
+}
+
+/// Drops the undecided claim (of one machine when given) least recently tried.
+pub fn evict_oldest_open(conn: &Connection, machine_id: Option<&str>) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM held_registrations WHERE id = (SELECT id FROM held_registrations
+            WHERE decision IS NULL AND (?1 IS NULL OR machine_id = ?1)
+            ORDER BY last_at, id LIMIT 1)",
+    )?
+    .execute([machine_id])?;
+    Ok(())
+}
+
+/// Forgets undecided claims not tried since `before`.
+pub fn expire_open(conn: &Connection, before: i64) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM held_registrations WHERE decision IS NULL AND last_at < ?1")?
+        .execute([before])?)
+}
+
 pub fn boot_secret(conn: &Connection, machine_id: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT boot_secret FROM machines WHERE id = ?1")?
