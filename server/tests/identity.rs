@@ -28,6 +28,29 @@ async fn machine(s: &TestServer, id: &str) -> Value {
     .await
 }
 
+async fn assign(s: &TestServer, id: &str) {
+    let path = format!("/api/v1/machines/{id}/assign");
+    expect_json(
+        s.post(&path, json!({"os": "debian-12"})).await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+/// Asserts that a registration was held for an operator.
+async fn is_held(resp: reqwest::Response) {
+    expect_error(resp, StatusCode::CONFLICT, "pending_approval", None).await;
+}
+
+/// A netboot artefact to boot (its content does not matter here).
+fn netboot_artefact(s: &TestServer) {
+    let dir = s.dir.path().join("netboot");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["vmlinuz", "initramfs.zst"] {
+        std::fs::write(dir.join(f), b"x").unwrap();
+    }
+}
+
 fn kinds(m: &Value) -> Vec<String> {
     m["events"]
         .as_array()
@@ -59,15 +82,7 @@ async fn an_unproven_claim_on_an_assigned_machine_changes_nothing() {
     let r = s.register(report(51)).await;
     let id = r["machine_id"].as_str().unwrap();
     let token = r["token"].as_str().unwrap();
-    expect_json(
-        s.post(
-            &format!("/api/v1/machines/{id}/assign"),
-            json!({"os": "debian-12"}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    assign(&s, id).await;
     // The same report again, as anyone on the network could send it.
     for _ in 0..3 {
         let held = claim(&s, report(51), json!({})).await;
@@ -111,23 +126,11 @@ async fn another_nic_or_the_uuid_of_a_known_machine_cannot_move_it() {
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "eth1", "mac": "52:54:00:00:00:35"}));
-    expect_error(
-        claim(&s, a, json!({})).await,
-        StatusCode::CONFLICT,
-        "pending_approval",
-        None,
-    )
-    .await;
+    is_held(claim(&s, a, json!({})).await).await;
     // The attacker's own boot MAC with the victim's SMBIOS UUID.
     let mut b = report(55);
     b["smbios"]["system"]["uuid"] = victim_uuid();
-    expect_error(
-        claim(&s, b, json!({})).await,
-        StatusCode::CONFLICT,
-        "pending_approval",
-        None,
-    )
-    .await;
+    is_held(claim(&s, b, json!({})).await).await;
     let m = machine(&s, id).await;
     assert_eq!(m["boot_mac"], "52:54:00:00:00:35");
     // The attacker's MACs are served nothing of the victim's: the generic image, no secret.
@@ -145,24 +148,11 @@ fn victim_uuid() -> Value {
 #[tokio::test]
 async fn an_honest_reboot_proves_itself_with_its_boot_script() {
     let s = TestServer::start().await;
-    // A netboot artefact to boot (its content does not matter here).
-    let dir = s.dir.path().join("netboot");
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in ["vmlinuz", "initramfs.zst"] {
-        std::fs::write(dir.join(f), b"x").unwrap();
-    }
+    netboot_artefact(&s);
     let r = s.register(report(56)).await;
     let id = r["machine_id"].as_str().unwrap();
     let old = r["token"].as_str().unwrap();
-    expect_json(
-        s.post(
-            &format!("/api/v1/machines/{id}/assign"),
-            json!({"os": "debian-12"}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    assign(&s, id).await;
     expect_json(
         s.heartbeat(old, json!({"phase": "failed", "message": "disk gone"}))
             .await,
@@ -201,15 +191,7 @@ async fn an_operator_approves_or_rejects_a_held_claim() {
     let s = TestServer::start().await;
     let r = s.register(report(58)).await;
     let id = r["machine_id"].as_str().unwrap();
-    expect_json(
-        s.post(
-            &format!("/api/v1/machines/{id}/assign"),
-            json!({"os": "debian-12"}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    assign(&s, id).await;
     claim(&s, report(58), json!({})).await;
     let held = expect_json(
         s.get(&format!("/api/v1/registrations?machine={id}")).await,
@@ -269,13 +251,7 @@ async fn an_operator_approves_or_rejects_a_held_claim() {
     ] {
         assert!(kinds(&m).iter().any(|x| x == k), "{k}");
     }
-    expect_error(
-        claim(&s, changed, json!({})).await,
-        StatusCode::CONFLICT,
-        "pending_approval",
-        None,
-    )
-    .await;
+    is_held(claim(&s, changed, json!({})).await).await;
     expect_error(
         s.post("/api/v1/registrations/999999/approve", json!({}))
             .await,
@@ -291,15 +267,7 @@ async fn the_machine_page_shows_held_claims_and_takes_the_answer() {
     let s = TestServer::start().await;
     let r = s.register(report(59)).await;
     let id = r["machine_id"].as_str().unwrap();
-    expect_json(
-        s.post(
-            &format!("/api/v1/machines/{id}/assign"),
-            json!({"os": "debian-12"}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    assign(&s, id).await;
     claim(&s, report(59), json!({})).await;
     let page = s
         .get(&format!("/machines/{id}"))
@@ -330,26 +298,14 @@ async fn leaving_out_an_identifier_or_borrowing_another_machines_is_held() {
     // A discovered machine's boot MAC without its UUID and serial: not a way to blank them.
     let mut blank = report(60);
     blank["smbios"]["system"] = json!({"vendor": "QEMU"});
-    expect_error(
-        claim(&s, blank, json!({})).await,
-        StatusCode::CONFLICT,
-        "pending_approval",
-        None,
-    )
-    .await;
+    is_held(claim(&s, blank, json!({})).await).await;
     // Even with its own proof, a machine may not take another's NIC.
     let mut borrow = report(60);
     borrow["nics"]
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "eth9", "mac": "52:54:00:00:00:3d"}));
-    expect_error(
-        claim(&s, borrow, json!({"previous_token": a["token"]})).await,
-        StatusCode::CONFLICT,
-        "pending_approval",
-        None,
-    )
-    .await;
+    is_held(claim(&s, borrow, json!({"previous_token": a["token"]})).await).await;
     let m = machine(&s, a["machine_id"].as_str().unwrap()).await;
     assert_eq!(m["serial"], "SN-00060");
     assert_eq!(m["nics"].as_array().unwrap().len(), 1);
@@ -358,31 +314,13 @@ async fn leaving_out_an_identifier_or_borrowing_another_machines_is_held() {
 #[tokio::test]
 async fn a_boot_secret_proves_once_then_a_new_one_is_served() {
     let s = TestServer::start().await;
-    let dir = s.dir.path().join("netboot");
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in ["vmlinuz", "initramfs.zst"] {
-        std::fs::write(dir.join(f), b"x").unwrap();
-    }
+    netboot_artefact(&s);
     let r = s.register(report(62)).await;
     let id = r["machine_id"].as_str().unwrap();
     let seen = script_secret(&s, "52-54-00-00-00-3e").await.unwrap();
     // The machine is chosen for an install: the secret read before no longer proves.
-    expect_json(
-        s.post(
-            &format!("/api/v1/machines/{id}/assign"),
-            json!({"os": "debian-12"}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
-    expect_error(
-        claim(&s, report(62), json!({"machine_secret": seen})).await,
-        StatusCode::CONFLICT,
-        "pending_approval",
-        None,
-    )
-    .await;
+    assign(&s, id).await;
+    is_held(claim(&s, report(62), json!({"machine_secret": seen})).await).await;
 }
 
 #[tokio::test]
@@ -390,15 +328,7 @@ async fn held_claims_of_one_machine_are_bounded_and_the_newest_kept() {
     let s = TestServer::start().await;
     let r = s.register(report(63)).await;
     let id = r["machine_id"].as_str().unwrap();
-    expect_json(
-        s.post(
-            &format!("/api/v1/machines/{id}/assign"),
-            json!({"os": "debian-12"}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    assign(&s, id).await;
     // Each claim a different report (a different digest): 30 rows' worth.
     for i in 0..30u64 {
         let mut r = report(63);
