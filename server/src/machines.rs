@@ -59,7 +59,7 @@ impl Change {
 /// A machine as its agent's token found it: what that agent's heartbeat is compared with.
 /// Opaque outside the domain.
 #[derive(Debug, Clone)]
-pub struct AgentMachine(MachineRow);
+pub struct AgentMachine(MachineRow, String);
 
 impl AgentMachine {
     pub fn id(&self) -> &str {

@@ -419,3 +419,53 @@ async fn reports_and_change_messages_are_bounded() {
         .unwrap();
     assert_eq!(reports, 5, "only the newest reports are kept");
 }
+
+#[tokio::test]
+async fn a_long_poll_on_a_replaced_token_takes_nothing() {
+    let s = TestServer::start().await;
+    let first = s.register(report(32)).await;
+    let id = first["machine_id"].as_str().unwrap().to_string();
+    let old = first["token"].as_str().unwrap().to_string();
+    let url = format!("{}/api/v1/agent/heartbeat?wait=30", s.url);
+    let client = s.client.clone();
+    let poll = tokio::spawn(async move {
+        client
+            .post(url)
+            .bearer_auth(old)
+            .json(&json!({"phase": "waiting"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    eventually("the long-poll to wait on its machine", || async {
+        (s.state.machines.waiting(&id) > 0).then_some(())
+    })
+    .await;
+    // The machine registers again (its agent restarted): the old token is replaced.
+    let new = s.register(report(32)).await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    expect_json(
+        s.post(
+            &format!("/api/v1/machines/{id}/instructions"),
+            json!({"action": "reboot"}),
+        )
+        .await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), poll)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The queued instruction waits for the current agent.
+    let hb = expect_json(
+        s.heartbeat(&new, json!({"phase": "waiting"})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(hb["instruction"]["action"], "reboot");
+}

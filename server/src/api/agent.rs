@@ -149,7 +149,7 @@ pub async fn heartbeat(
             tokio::select! {
                 _ = &mut deadline => break,
                 _ = waiter.changed() => {
-                    instruction = machines.current_instruction(machine.id()).await?;
+                    instruction = machines.current_instruction(&machine).await?;
                     if !matches!(instruction, Instruction::Wait { .. }) {
                         break;
                     }

@@ -291,10 +291,11 @@ impl Machines {
     /// The machine an agent token belongs to.
     pub async fn by_token(&self, token: &str) -> Result<AgentMachine> {
         let hash = token_hash(token);
+        let key = hash.clone();
         self.db
-            .read(move |c| store::by_token_hash(c, &hash))
+            .read(move |c| store::by_token_hash(c, &key))
             .await?
-            .map(AgentMachine)
+            .map(|row| AgentMachine(row, hash.clone()))
             .ok_or_else(|| {
                 Error::Unauthorized("unknown or replaced agent token; register again".into())
             })
@@ -304,7 +305,7 @@ impl Machines {
     pub async fn reload(&self, agent: &AgentMachine) -> Result<AgentMachine> {
         let id = agent.0.id.clone();
         let row = self.db.read(move |c| load(c, &id)).await?;
-        Ok(AgentMachine(row))
+        Ok(AgentMachine(row, agent.1.clone()))
     }
 
     /// Records a heartbeat from the agent of machine `current` (as just read with its token)
@@ -423,11 +424,19 @@ impl Machines {
 
     /// The instruction for machine `id` right now, without consuming or changing anything
     /// but a queued one-shot instruction (used by long-polling heartbeats).
-    pub async fn current_instruction(&self, id: &str) -> Result<Instruction> {
-        let id = id.to_string();
+    pub async fn current_instruction(&self, agent: &AgentMachine) -> Result<Instruction> {
+        let id = agent.0.id.clone();
+        let hash = agent.1.clone();
         let this = self.clone();
         self.db
             .write(move |tx| {
+                // Only the machine's current agent may take its queued instruction: a
+                // long-poll still open on a replaced token must not consume it.
+                if store::by_token_hash(tx, &hash)?.is_none_or(|m| m.id != id) {
+                    return Err(Error::Unauthorized(
+                        "this agent token was replaced; register again".into(),
+                    ));
+                }
                 let m = load(tx, &id)?;
                 this.instruction_for(tx, &m)
             })
