@@ -18,7 +18,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::server::conn::http1;
@@ -30,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::error::error_response;
+use crate::error::Error;
 
 /// The limits of one listener.
 #[derive(Debug, Clone)]
@@ -68,26 +67,36 @@ impl Default for Limits {
     }
 }
 
-/// Open connections, overall and per address.
-#[derive(Default)]
-struct Counts {
+/// Things in flight (connections, TFTP transfers), counted overall and per client address,
+/// each admitted only under both caps.
+pub struct Admission {
+    max_total: usize,
+    max_per_address: usize,
     total: AtomicUsize,
     by_address: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// One admitted connection; gives its place back when dropped.
-struct Slot {
-    counts: Arc<Counts>,
+/// One admitted thing; gives its place back when dropped.
+pub struct Slot {
+    counts: Arc<Admission>,
     ip: IpAddr,
 }
 
-impl Counts {
-    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Option<Slot> {
+impl Admission {
+    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Admission> {
+        Arc::new(Admission {
+            max_total,
+            max_per_address,
+            total: AtomicUsize::new(0),
+            by_address: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for one more from `ip`, or `None` when a cap is reached.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
         let mut by = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
         let mine = by.get(&ip).copied().unwrap_or(0);
-        if mine >= limits.max_per_address
-            || self.total.load(Ordering::Relaxed) >= limits.max_connections
-        {
+        if mine >= self.max_per_address || self.total.load(Ordering::Relaxed) >= self.max_total {
             return None;
         }
         by.insert(ip, mine + 1);
@@ -174,13 +183,11 @@ async fn bound_body(limit: Duration, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > MOST) {
-        return error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "request body too large".into(),
-            None,
-        )
-        .into_response();
+        return Error::PayloadTooLarge.into_response();
+    }
+    // Most requests (every GET) have no body to wait for: no timer for them.
+    if http_body::Body::is_end_stream(req.body()) {
+        return next.run(req).await;
     }
     let deadline = Box::pin(tokio::time::sleep(limit));
     let req = req.map(|inner| Body::new(DeadlineBody { inner, deadline }));
@@ -293,7 +300,7 @@ pub async fn serve(
     }));
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
-    let counts = Arc::new(Counts::default());
+    let counts = Admission::new(limits.max_connections, limits.max_per_address);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -312,7 +319,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(slot) = counts.admit(peer.ip(), &limits) else {
+        let Some(slot) = counts.admit(peer.ip()) else {
             // Closed at once: a full listener must not also fill the kernel's backlog.
             tracing::debug!(%peer, "connection refused: too many open connections");
             drop(tcp);
@@ -373,23 +380,15 @@ mod tests {
 
     #[test]
     fn connections_are_counted_overall_and_per_address() {
-        let limits = Limits {
-            max_connections: 3,
-            max_per_address: 2,
-            ..Limits::default()
-        };
-        let counts = Arc::new(Counts::default());
+        let counts = Admission::new(3, 2);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let a1 = counts.admit(a, &limits).unwrap();
-        let _a2 = counts.admit(a, &limits).unwrap();
-        assert!(counts.admit(a, &limits).is_none(), "per address");
-        let _b1 = counts.admit(b, &limits).unwrap();
-        assert!(counts.admit(b, &limits).is_none(), "overall");
+        let a1 = counts.admit(a).unwrap();
+        let _a2 = counts.admit(a).unwrap();
+        assert!(counts.admit(a).is_none(), "per address");
+        let _b1 = counts.admit(b).unwrap();
+        assert!(counts.admit(b).is_none(), "overall");
         drop(a1);
-        assert!(
-            counts.admit(b, &limits).is_some(),
-            "a freed place is reused"
-        );
+        assert!(counts.admit(b).is_some(), "a freed place is reused");
     }
 }

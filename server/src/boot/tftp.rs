@@ -32,45 +32,6 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 pub const MAX_TRANSFERS: usize = 128;
 pub const MAX_TRANSFERS_PER_PEER: usize = 4;
 
-/// Transfers in flight, overall and per peer address.
-#[derive(Default)]
-struct Slots {
-    by_peer: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-}
-
-struct Slot {
-    slots: std::sync::Arc<Slots>,
-    ip: std::net::IpAddr,
-}
-
-impl Slots {
-    fn admit(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Option<Slot> {
-        let mut by = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = by.values().sum();
-        let mine = by.get(&ip).copied().unwrap_or(0);
-        if total >= MAX_TRANSFERS || mine >= MAX_TRANSFERS_PER_PEER {
-            return None;
-        }
-        by.insert(ip, mine + 1);
-        Some(Slot {
-            slots: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut by = self.slots.by_peer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = by.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                by.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// A parsed TFTP packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
@@ -303,7 +264,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tracing::info!(addr = %socket.local_addr()?, dir = %dir.display(), "TFTP ready");
     let mut buf = vec![0u8; 1024];
-    let slots = std::sync::Arc::new(Slots::default());
+    let slots = crate::listener::Admission::new(MAX_TRANSFERS, MAX_TRANSFERS_PER_PEER);
     tokio::pin!(shutdown);
     loop {
         let (n, peer) = tokio::select! {

@@ -7,8 +7,8 @@ use dragonfly_proto::{
 use rusqlite::Connection;
 
 use super::{
-    Actor, AgentMachine, Change, Committed, Event, Log, MachineEvent, Machines, State, identity,
-    lifecycle, load, new_token, status_of, token_hash,
+    Actor, AgentMachine, Change, Committed, Event, Log, MachineEvent, Machines, State, clip,
+    identity, lifecycle, load, new_token, status_of, token_hash,
 };
 use crate::error::{Error, Result};
 use crate::secrets::{random_secret, same_secret};
@@ -57,7 +57,7 @@ fn proves(conn: &Connection, m: &MachineRow, req: &RegisterRequest) -> Result<bo
 /// What an operator sees of a held claim: identity and NICs, at most 1 KiB.
 fn summary(ident: &store::Identity, report: &HardwareReport) -> String {
     let nics: Vec<&str> = report.nics.iter().map(|n| n.mac.as_str()).collect();
-    let mut s = format!(
+    let s = format!(
         "boot MAC {}; UUID {}; serial {}; {} {}; NICs {}",
         ident.boot_mac,
         ident.smbios_uuid.as_deref().unwrap_or("none"),
@@ -66,15 +66,7 @@ fn summary(ident: &store::Identity, report: &HardwareReport) -> String {
         ident.product.as_deref().unwrap_or("?"),
         nics.join(", ")
     );
-    if s.len() > 1024 {
-        let mut end = 1021;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push_str("...");
-    }
-    s
+    clip(s, 1024)
 }
 
 impl Machines {
