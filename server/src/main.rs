@@ -92,12 +92,26 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        let listener = bind(config.listen)
             .with_context(|| format!("cannot listen on {} (--host/--port)", config.listen))?;
         dragonfly::serve(config, listener, shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A listening socket with a deep accept queue: under a burst of connections (a rack
+/// PXE-booting at once, or a flood) the kernel keeps up to 4,096 waiting, capped by
+/// net.core.somaxconn, rather than dropping new SYNs, which costs a client a one-second
+/// retransmit.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Resolves on Ctrl-C or SIGTERM (systemd's stop).
