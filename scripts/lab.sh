@@ -66,10 +66,11 @@ now_ms() { date +%s%3N; }
 
 scripts/deps.sh netboot
 
-# ---- QEMU acceleration: KVM only when a probe VM actually runs ---------------------------
+# ---- QEMU acceleration: KVM only when the CPU offers it and a probe VM actually runs -------
+# (/dev/kvm can exist without a vmx/svm CPU flag: a KVM guest then starts but never prints)
 if [ -z "$accel" ]; then
   accel=tcg
-  if [ -w /dev/kvm ]; then
+  if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
     # A working KVM keeps the firmware running until the timeout kills it (status 124); a
     # broken one (nested MSR errors...) makes QEMU exit at once.
     probe=$(bash -c 'timeout 3 qemu-system-x86_64 -accel kvm -cpu host -machine q35 -m 64 \

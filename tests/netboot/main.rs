@@ -25,14 +25,30 @@ const BOOT: Duration = Duration::from_secs(240);
 struct Vm {
     child: tokio::process::Child,
     serial: PathBuf,
+    stderr: PathBuf,
+    accel: &'static str,
     _dir: tempfile::TempDir,
 }
 
 impl Vm {
-    fn console_tail(&self) -> String {
+    /// The serial console's last lines, and QEMU's own complaints and exit status when it
+    /// ended (an empty console otherwise says nothing about why).
+    fn console_tail(&mut self) -> String {
         let text = std::fs::read_to_string(&self.serial).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        let mut out = lines[lines.len().saturating_sub(40)..].join("\n");
+        let status = match self.child.try_wait() {
+            Ok(Some(s)) => format!("exited: {s}"),
+            Ok(None) => "still running".to_string(),
+            Err(e) => format!("unknown: {e}"),
+        };
+        let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        out.push_str(&format!(
+            "\n[qemu -accel {}: {status}; stderr: {}]",
+            self.accel,
+            stderr.trim()
+        ));
+        out
     }
 
     async fn kill(mut self, keep_as: &str) {
@@ -43,8 +59,23 @@ impl Vm {
     }
 }
 
-/// KVM only when a probe VM really runs (nested virtualisation often fails here).
+/// KVM only when the CPU offers virtualisation (a `vmx` or `svm` flag) and a probe VM really
+/// runs: on machines where `/dev/kvm` exists without them, a KVM guest starts but never prints
+/// anything, and the probe alone cannot tell. `DRAGONFLY_E2E_ACCEL=tcg|kvm` overrides.
 fn accel() -> (&'static str, &'static str) {
+    match std::env::var("DRAGONFLY_E2E_ACCEL").as_deref() {
+        Ok("tcg") => return ("tcg", "max"),
+        Ok("kvm") => return ("kvm", "host"),
+        _ => {}
+    }
+    let cpu_flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let virtualisation = cpu_flags
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    if !virtualisation {
+        return ("tcg", "max");
+    }
     let ok = std::process::Command::new("timeout")
         .args([
             "3",
@@ -85,6 +116,7 @@ fn boot_vm(server: &Server, id: &Identity, uefi: bool) -> Vm {
         .set_len(1 << 30)
         .unwrap();
     let serial = dir.path().join("serial.log");
+    let stderr = dir.path().join("qemu.stderr");
     let port = server.url.rsplit(':').next().unwrap().to_string();
     let (accel, cpu) = accel();
     let mut cmd = tokio::process::Command::new("qemu-system-x86_64");
@@ -129,7 +161,7 @@ fn boot_vm(server: &Server, id: &Identity, uefi: bool) -> Vm {
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
         .kill_on_drop(true);
     let child = cmd
         .spawn()
@@ -137,6 +169,8 @@ fn boot_vm(server: &Server, id: &Identity, uefi: bool) -> Vm {
     Vm {
         child,
         serial,
+        stderr,
+        accel,
         _dir: dir,
     }
 }
@@ -160,7 +194,7 @@ async fn machine_by_mac(s: &Server, mac: &str) -> Option<Value> {
 }
 
 /// Waits until the machine fetched its HookOS script (the hand-over to Tinkerbell).
-async fn wait_hookos(s: &Server, id: &str, vm: &Vm) -> Value {
+async fn wait_hookos(s: &Server, id: &str, vm: &mut Vm) -> Value {
     let r = eventually(BOOT, "the HookOS script served", || async {
         let m = s.machine(id).await;
         kinds(&m)
@@ -191,7 +225,7 @@ fn require_artefact() {
 }
 
 /// Registers through a real PXE boot and checks the identity is exactly QEMU's.
-async fn register(s: &Server, id: &Identity, vm: &Vm) -> String {
+async fn register(s: &Server, id: &Identity, vm: &mut Vm) -> String {
     let m = match eventually(BOOT, "registration", || machine_by_mac(s, id.mac)).await {
         Ok(m) => m,
         Err(e) => panic!("{e}\nconsole:\n{}", vm.console_tail()),
@@ -255,11 +289,11 @@ async fn bios_pxe_register_assign_kexec_hookos_then_local_disk() {
         disk: "E2E-BIOS-DISK",
     };
     let started = Instant::now();
-    let vm = boot_vm(&s, &id, false);
-    let machine_id = register(&s, &id, &vm).await;
+    let mut vm = boot_vm(&s, &id, false);
+    let machine_id = register(&s, &id, &mut vm).await;
     let registered = started.elapsed();
     assign(&s, &machine_id, id.disk).await;
-    let m = wait_hookos(&s, &machine_id, &vm).await;
+    let m = wait_hookos(&s, &machine_id, &mut vm).await;
     println!(
         "BIOS: registered after {registered:?}, hookos after {:?}",
         started.elapsed()
@@ -295,7 +329,7 @@ async fn bios_pxe_register_assign_kexec_hookos_then_local_disk() {
         )
         .await
         .unwrap();
-    let vm = boot_vm(&s, &id, false);
+    let mut vm = boot_vm(&s, &id, false);
     let r = eventually(BOOT, "a PXE boot served local.ipxe", || async {
         let m = s.machine(&machine_id).await;
         kinds(&m)
@@ -322,11 +356,11 @@ async fn uefi_pxe_register_assign_reboot_hookos() {
         disk: "E2E-UEFI-DISK",
     };
     let started = Instant::now();
-    let vm = boot_vm(&s, &id, true);
-    let machine_id = register(&s, &id, &vm).await;
+    let mut vm = boot_vm(&s, &id, true);
+    let machine_id = register(&s, &id, &mut vm).await;
     let registered = started.elapsed();
     assign(&s, &machine_id, id.disk).await;
-    let m = wait_hookos(&s, &machine_id, &vm).await;
+    let m = wait_hookos(&s, &machine_id, &mut vm).await;
     println!(
         "UEFI: registered after {registered:?}, hookos after {:?}",
         started.elapsed()
