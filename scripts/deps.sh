@@ -11,7 +11,9 @@
 #                              image/build.sh, never installed
 set -euo pipefail
 
-want=(musl-tools pkg-config)
+# fdisk (sfdisk) and mtools check what the native install writes, independently of the
+# crates that wrote it
+want=(musl-tools pkg-config fdisk mtools)
 for group in "$@"; do
 case "$group" in
   bench) want+=(wrk hyperfine time curl) ;;

@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dragonfly_proto::{
-    HardwareReport, Heartbeat, Instruction, PROTOCOL_VERSION, Phase, RegisterRequest,
-    RegisterResponse,
+    HardwareReport, Heartbeat, InstallPlan, Instruction, PROTOCOL_VERSION, Phase, RegisterRequest,
+    RegisterResponse, WriteProgress,
 };
 
 use crate::backoff::{self, Backoff};
 use crate::client::{CallError, Client};
 use crate::host::{Cmd, Host};
+use crate::install;
 use crate::inventory::Inventory;
 
 /// What happens once a reboot, power-off or kexec was issued and the call came back.
@@ -299,6 +300,7 @@ impl<H: Host> Agent<H> {
                 script_url,
                 ipxe_lkrn_url,
             } => self.chainload(token, &script_url, &ipxe_lkrn_url),
+            Instruction::Install(plan) => self.install(token, &plan),
             Instruction::Reboot => self.reboot(token),
             Instruction::Poweroff => self.poweroff(token),
             Instruction::Reinventory => Step::Reinventory,
@@ -336,6 +338,7 @@ impl<H: Host> Agent<H> {
             phase,
             progress: None,
             message,
+            write: None,
         };
         loop {
             if self.stopped() {
@@ -395,6 +398,7 @@ impl<H: Host> Agent<H> {
             phase,
             progress: None,
             message: Some(message),
+            write: None,
         };
         match self.client.heartbeat(token, &hb, None) {
             Ok(_) => self.count(|c| &c.heartbeats),
@@ -480,6 +484,127 @@ impl<H: Host> Agent<H> {
         self.reboot(token)
     }
 
+    /// The native install: checks the disk, streams the image onto it with progress in
+    /// heartbeats, verifies it, adds the cloud-init seed, reports `written` and reboots into
+    /// the installed system. A failure is reported and the agent stays, awaiting the operator.
+    fn install(&mut self, token: &str, plan: &InstallPlan) -> Step {
+        let disks = match crate::inventory::disks::read(&self.opts.root) {
+            Ok(d) => d,
+            Err(e) => return self.install_failed(token, format!("reading the disks: {e}")),
+        };
+        let disk = match install::preflight(plan, &disks) {
+            Ok(d) => d.clone(),
+            Err(e) => return self.install_failed(token, e.to_string()),
+        };
+        let device = self.opts.root.join("dev").join(&disk.name);
+        let url = self.client.absolute(&plan.image.url);
+        self.announce(
+            token,
+            Phase::Installing,
+            format!(
+                "writing {url} ({}) to {} ({})",
+                install::format_name(plan.image.format),
+                disk.name,
+                plan.disk
+            ),
+        );
+        if self.host.is_dry_run() {
+            self.say(format_args!(
+                "dry run: would write {url} to {}",
+                device.display()
+            ));
+            return self.reboot(token);
+        }
+        let tag = self.opts.tag.clone();
+        let mut source = match install::Resuming::open(
+            self.client.image_agent(),
+            &url,
+            Box::new(move |line| crate::log::line(&tag, format_args!("{line}"))),
+        ) {
+            Ok(s) => s,
+            Err(e) => return self.install_failed(token, format!("download failed: {e}")),
+        };
+        let total = plan.image.size;
+        let client = self.client.clone();
+        let tag = self.opts.tag.clone();
+        let mut progress = |p: WriteProgress| {
+            let percent = p
+                .total
+                .filter(|t| *t > 0)
+                .map(|t| (p.written.saturating_mul(100) / t).min(99) as u8);
+            let message = format!(
+                "writing: {} MiB{} at {:.1} MB/s",
+                p.written >> 20,
+                p.total
+                    .map(|t| format!(" of {} MiB", t >> 20))
+                    .unwrap_or_default(),
+                p.bytes_per_sec as f64 / 1e6
+            );
+            crate::log::line(&tag, format_args!("{message}"));
+            let hb = Heartbeat {
+                phase: Phase::Installing,
+                progress: percent,
+                message: Some(message),
+                write: Some(p),
+            };
+            // Progress is best-effort: a missed report must not stop the write.
+            let _ = client.heartbeat(token, &hb, None);
+        };
+        let started = std::time::Instant::now();
+        let written = match install::write_image(
+            &mut source,
+            plan.image.format,
+            &plan.image.sha256,
+            &device,
+            disk.size_bytes,
+            total,
+            &mut progress,
+        ) {
+            Ok(w) => w,
+            Err(e) => return self.install_failed(token, e.to_string()),
+        };
+        if let Err(e) = install::add_seed(&device, &plan.seed) {
+            return self.install_failed(token, format!("adding the cloud-init seed: {e}"));
+        }
+        let device_arg = device.display().to_string();
+        if let Err(e) = self
+            .host
+            .run(&Cmd::new("blockdev", ["--rereadpt", device_arg.as_str()]))
+        {
+            self.say(format_args!(
+                "re-reading the partition table: {e} (rebooting anyway)"
+            ));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        self.announce(
+            token,
+            Phase::Written,
+            format!(
+                "wrote {} MiB to {} in {secs:.0} s ({:.1} MB/s), SHA-256 {} verified, seed added{}; \
+                 rebooting into the installed system",
+                written.written >> 20,
+                disk.name,
+                written.written as f64 / secs.max(0.001) / 1e6,
+                written.sha256,
+                match source.resumes() {
+                    0 => String::new(),
+                    n => format!(", download resumed {n} times"),
+                }
+            ),
+        );
+        self.reboot(token)
+    }
+
+    fn install_failed(&mut self, token: &str, message: String) -> Step {
+        let message = format!("install failed: {message}");
+        self.say(format_args!("{message}"));
+        if self.opts.once {
+            self.announce(token, Phase::Failed, message.clone());
+            return Step::Done(Outcome::Failed(message));
+        }
+        self.heartbeat(token, Phase::Failed, Some(message))
+    }
+
     fn reboot(&mut self, token: &str) -> Step {
         self.go_away(token, Outcome::Rebooting, Cmd::new("reboot", ["-f"]), 'b')
     }
@@ -542,6 +667,10 @@ pub fn describe(i: &Instruction) -> String {
     match i {
         Instruction::Wait { seconds } => format!("wait {seconds} s"),
         Instruction::Chainload { script_url, .. } => format!("chainload {script_url}"),
+        Instruction::Install(plan) => format!(
+            "install {} onto the disk with {}",
+            plan.image.url, plan.disk
+        ),
         Instruction::Reboot => "reboot".into(),
         Instruction::Poweroff => "power off".into(),
         Instruction::Reinventory => "collect the inventory again".into(),

@@ -69,6 +69,7 @@ pub struct Client {
     enrollment_secret: Option<String>,
     agent: ureq::Agent,
     download_agent: ureq::Agent,
+    image_agent: ureq::Agent,
 }
 
 impl Client {
@@ -108,7 +109,23 @@ impl Client {
             enrollment_secret,
             agent: build(call_timeout),
             download_agent: build(call_timeout.max(Duration::from_secs(300))),
+            // An OS image can take many minutes: no overall limit, but each request's body
+            // is bounded, and a stalled or slow one is resumed with a Range request.
+            image_agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .proxy(None)
+                .user_agent(format!("dragonfly-agent/{}", crate::VERSION))
+                .timeout_connect(Some(connect_timeout))
+                .timeout_recv_response(Some(Duration::from_secs(60)))
+                .timeout_recv_body(Some(Duration::from_secs(300)))
+                .build()
+                .into(),
         }
+    }
+
+    /// The HTTP agent for OS image downloads (see [`crate::install::Resuming`]).
+    pub fn image_agent(&self) -> ureq::Agent {
+        self.image_agent.clone()
     }
 
     pub fn base_url(&self) -> &str {

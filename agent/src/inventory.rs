@@ -10,7 +10,7 @@
 mod addrs;
 mod clean;
 mod cpu;
-mod disks;
+pub mod disks;
 mod nics;
 mod pci;
 mod smbios;

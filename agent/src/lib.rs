@@ -12,6 +12,7 @@ pub mod client;
 pub mod cmdline;
 pub mod config;
 pub mod host;
+pub mod install;
 pub mod inventory;
 pub mod log;
 pub mod sim;

@@ -21,7 +21,8 @@ struct Server {
 impl Server {
     fn start(addr: SocketAddr) -> Server {
         let dir = TempDir::new("server");
-        let config = dragonfly::config::Config::for_tests(&dir.path().join("sqlite.db"));
+        // As the binary runs standalone (native installs).
+        let config = dragonfly::config::Config::offline(&dir.path().join("sqlite.db"));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -19,5 +19,7 @@ mod sim;
 mod cli;
 // The real agent binary against the real server on loopback.
 mod server;
+// The native install's write path: formats, checksum, resume, seed.
+mod install;
 // Shared helpers: a scripted HTTP server, a recording host, temp trees, an SMBIOS builder.
 mod util;

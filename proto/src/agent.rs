@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::install::{InstallPlan, WriteProgress};
 use crate::report::HardwareReport;
 
 /// `POST /api/v1/agent/register`
@@ -46,6 +47,9 @@ pub enum Phase {
     Chainloading,
     /// An installer is running on the machine (progress applies).
     Installing,
+    /// The native install wrote and verified the image and its seed; the machine reboots
+    /// into the installed system, which reports back itself.
+    Written,
     /// The installer finished successfully.
     Installed,
     /// The installer or a chainload failed (message says why).
@@ -62,6 +66,9 @@ pub struct Heartbeat {
     pub progress: Option<u8>,
     #[serde(default)]
     pub message: Option<String>,
+    /// Bytes written so far by a native install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<WriteProgress>,
 }
 
 /// The answer to a heartbeat.
@@ -87,6 +94,8 @@ pub enum Instruction {
         script_url: String,
         ipxe_lkrn_url: String,
     },
+    /// Write an OS image to a disk (the native install), then report `written` and reboot.
+    Install(Box<InstallPlan>),
     Reboot,
     Poweroff,
     /// Collect the hardware report again and re-register.

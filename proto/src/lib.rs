@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod clean;
+pub mod install;
 pub mod names;
 pub mod report;
 
@@ -13,6 +14,7 @@ pub use agent::{
     Heartbeat, HeartbeatResponse, Instruction, Phase, RegisterRequest, RegisterResponse,
 };
 pub use clean::{MacError, clean_smbios, clean_uuid, normalize_mac};
+pub use install::{DiskSelector, ImageFormat, ImageSource, InstallPlan, Seed, WriteProgress};
 pub use names::UnknownName;
 pub use report::*;
 

@@ -66,8 +66,17 @@ spelled!(crate::Phase, "phase" {
     crate::Phase::Waiting = "waiting",
     crate::Phase::Chainloading = "chainloading",
     crate::Phase::Installing = "installing",
+    crate::Phase::Written = "written",
     crate::Phase::Installed = "installed",
     crate::Phase::Failed = "failed",
+});
+
+spelled!(crate::ImageFormat, "image format" {
+    crate::ImageFormat::Raw = "raw",
+    crate::ImageFormat::RawGz = "raw.gz",
+    crate::ImageFormat::RawXz = "raw.xz",
+    crate::ImageFormat::RawZst = "raw.zst",
+    crate::ImageFormat::Qcow2 = "qcow2",
 });
 
 spelled!(crate::Firmware, "firmware" {
@@ -100,6 +109,10 @@ mod tests {
 
     #[test]
     fn spellings_are_the_serde_names() {
+        for f in crate::ImageFormat::ALL {
+            assert_eq!(crate::ImageFormat::parse(f.as_str()), Ok(*f));
+            assert_eq!(serde_json::to_value(f).unwrap(), f.as_str());
+        }
         for p in Phase::ALL {
             assert_eq!(p.as_str(), serde_name(p));
             assert_eq!(Phase::parse(p.as_str()), Ok(*p));

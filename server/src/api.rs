@@ -99,6 +99,7 @@ pub const PUBLIC_PATHS: &[&str] = &[
     "/api/v1/agent/register",
     "/api/v1/agent/heartbeat",
     "/api/v1/auth/login",
+    "/api/v1/phone-home/{token}",
     "/healthz",
 ];
 
@@ -106,7 +107,11 @@ pub fn router() -> ApiRoutes {
     let register = OpenApiRouter::new()
         .routes(routes!(agent::register))
         .layer(DefaultBodyLimit::max(REGISTER_BODY_LIMIT));
+    let phone_home = OpenApiRouter::new()
+        .routes(routes!(agent::phone_home))
+        .layer(DefaultBodyLimit::max(agent::PHONE_HOME_BODY_LIMIT));
     let (public, public_doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(phone_home)
         .routes(routes!(agent::heartbeat))
         .routes(routes!(auth::login))
         .routes(routes!(system::healthz))

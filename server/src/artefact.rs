@@ -73,3 +73,14 @@ impl ArtefactCache {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// Whether `name` may name a file in the image directory (`BOOT_DIR/images/`): 1–128
+/// characters of letters, digits, '.', '_' and '-', not starting with '.', so no path can
+/// leave the directory.
+pub fn valid_image_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use std::sync::Arc;
 
 use crate::artefact::ArtefactCache;
-use crate::config::Settings;
+use crate::config::{Installer, Settings};
 use crate::machines::{Machines, State as MState};
 use crate::state::AppState;
 use scripts::{Script, ScriptVars};
@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/boot/{file}", get(boot_file))
         .route("/boot/{mac}/hookos.ipxe", get(hookos_script))
         .route("/hookos/{file}", get(hookos_file))
+        .route("/images/{file}", get(image_file))
 }
 
 fn ipxe(text: String) -> Response {
@@ -81,11 +82,21 @@ async fn machine_script(
         .version
         .clone()
         .unwrap_or_else(|| "unversioned".into());
-    let script = match machine.as_ref().map(|m| m.state) {
-        Some(MState::Installed) => Script::Local,
-        Some(MState::Assigned | MState::Installing) => Script::ChainHookos,
-        None | Some(MState::Discovered | MState::Failed) if artefact.present => Script::Netboot,
-        None | Some(MState::Discovered | MState::Failed) => Script::Missing,
+    let native = settings.installer == Installer::Native;
+    let script = match machine.as_ref().map(|m| (m.state, m.written_at.is_some())) {
+        Some((MState::Installed, _)) => Script::Local,
+        // Natively: the image is on the disk, the installed system boots from it.
+        Some((MState::Installing, true)) if native => Script::Local,
+        // Natively: the agent in the Dragonfly image writes the disk.
+        Some((MState::Assigned | MState::Installing, _)) if native && artefact.present => {
+            Script::Netboot
+        }
+        Some((MState::Assigned | MState::Installing, _)) if native => Script::Missing,
+        Some((MState::Assigned | MState::Installing, _)) => Script::ChainHookos,
+        None | Some((MState::Discovered | MState::Failed, _)) if artefact.present => {
+            Script::Netboot
+        }
+        None | Some((MState::Discovered | MState::Failed, _)) => Script::Missing,
     };
     if let (Some(m), Script::Netboot) = (&machine, script) {
         // Only this machine's script carries its secret: its agent proves with it that a
@@ -130,6 +141,19 @@ async fn hookos_script(
     let vars = ScriptVars::server(&settings).machine(&mac);
     tracing::info!(%mac, "HookOS script served");
     Ok(ipxe(scripts::render(Script::Hookos, &vars)))
+}
+
+/// An OS image from `BOOT_DIR/images/`, for catalogue entries whose URL is `/images/NAME`
+/// (air-gapped sites need no other web server). Range requests resume interrupted downloads.
+async fn image_file(
+    State(settings): State<Arc<Settings>>,
+    Path(file): Path<String>,
+    req: Request,
+) -> Result<Response> {
+    if !crate::artefact::valid_image_name(&file) {
+        return Err(Error::not_found(format!("image {file}")));
+    }
+    files::serve(&settings.boot_dir.join("images").join(&file), req).await
 }
 
 async fn hookos_file(

@@ -28,6 +28,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+// Parsed once at start: the size of the serve variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default when no subcommand is given).
@@ -228,6 +230,43 @@ pub struct ServerArgs {
         default_value_t = 600
     )]
     pub registrations_per_minute_per_address: u32,
+    /// How assigned machines get their OS: `native` (the agent in the Dragonfly image writes
+    /// the image itself) or `tinkerbell` (a Tinkerbell workflow in HookOS) [default:
+    /// tinkerbell when a cluster is connected, else native].
+    #[arg(long, env = "DRAGONFLY_INSTALLER", value_name = "ENGINE")]
+    pub installer: Option<Installer>,
+    /// Seconds a natively installed system has to report back (cloud-init phone-home)
+    /// after its image was written, before the install counts as failed.
+    #[arg(
+        long,
+        env = "DRAGONFLY_FIRST_BOOT_TIMEOUT_SECS",
+        value_name = "SECS",
+        default_value_t = 1800
+    )]
+    pub first_boot_timeout_secs: u32,
+    /// A file of SSH public keys (authorized_keys format) that every natively installed
+    /// machine gets for its default user.
+    #[arg(long, env = "DRAGONFLY_SSH_AUTHORIZED_KEYS", value_name = "FILE")]
+    pub ssh_authorized_keys: Option<PathBuf>,
+}
+
+/// Who puts the OS on an assigned machine's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Installer {
+    /// The Dragonfly agent streams the image to the disk; cloud-init reports back.
+    Native,
+    /// A Tinkerbell workflow in HookOS (needs a Kubernetes connection).
+    Tinkerbell,
+}
+
+impl Installer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Installer::Native => "native",
+            Installer::Tinkerbell => "tinkerbell",
+        }
+    }
 }
 
 /// Where Tinkerbell's HookOS and its services are. Defaults assume they run on the host in
@@ -593,6 +632,11 @@ pub struct Config {
     pub max_connections: usize,
     /// Registrations one client address may make in a minute.
     pub registrations_per_minute_per_address: u32,
+    /// As configured; `None` until [`Config::choose_installer`] knows about the cluster.
+    pub installer: Option<Installer>,
+    pub first_boot_timeout_secs: u32,
+    /// Keys from --ssh-authorized-keys, one per entry.
+    pub ssh_keys: Vec<String>,
 }
 
 /// HookOS settings as configured; `None` values are derived from the base URL at start.
@@ -634,9 +678,13 @@ impl Hookos {
 }
 
 impl Config {
-    /// A config for tests: [`Config::offline`].
+    /// A config for tests: [`Config::offline`], with the Tinkerbell hand-over as the
+    /// installer (what most tests of the lifecycle follow; the native install's tests choose
+    /// it explicitly).
     pub fn for_tests(db: &Path) -> Config {
-        Config::offline(db)
+        let mut c = Config::offline(db);
+        c.installer = Some(Installer::Tinkerbell);
+        c
     }
 
     /// A config for tests, embedding and offline commands: the declared defaults, on
@@ -701,7 +749,27 @@ impl Config {
             max_connections_per_address: s.max_connections_per_address.max(1),
             max_connections: MAX_CONNECTIONS,
             registrations_per_minute_per_address: s.registrations_per_minute_per_address.max(1),
+            installer: s.installer,
+            first_boot_timeout_secs: s.first_boot_timeout_secs.max(60),
+            ssh_keys: match &s.ssh_authorized_keys {
+                Some(path) => read_ssh_keys(path)?,
+                None => Vec::new(),
+            },
         })
+    }
+
+    /// Settles the install engine once it is known whether a cluster is connected.
+    pub fn choose_installer(&mut self, cluster: bool) -> anyhow::Result<Installer> {
+        let chosen = match self.installer {
+            Some(Installer::Tinkerbell) if !cluster => bail!(
+                "--installer tinkerbell needs a Kubernetes connection (--tinkerbell, --kubeconfig)"
+            ),
+            Some(i) => i,
+            None if cluster => Installer::Tinkerbell,
+            None => Installer::Native,
+        };
+        self.installer = Some(chosen);
+        Ok(chosen)
     }
 
     /// Caps open connections to what `nofile` descriptors allow: 128 stay in reserve for
@@ -710,6 +778,40 @@ impl Config {
         let usable = usize::try_from(nofile.saturating_sub(128)).unwrap_or(usize::MAX);
         self.max_connections = self.max_connections.min(usable.max(16));
     }
+}
+
+/// The public keys of an authorized_keys file: blank lines and comments skipped, each line
+/// checked for a key type and base64 body, at most 100 keys.
+fn read_ssh_keys(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--ssh-authorized-keys {}", path.display()))?;
+    let mut keys = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let kind = parts.next().unwrap_or_default();
+        let body = parts.next().unwrap_or_default();
+        let known =
+            kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
+        if !known || body.len() < 16 || line.len() > 16 * 1024 {
+            bail!(
+                "--ssh-authorized-keys {} line {}: not a public key (expected e.g. \"ssh-ed25519 AAAA... comment\")",
+                path.display(),
+                n + 1
+            );
+        }
+        keys.push(line.to_string());
+    }
+    if keys.len() > 100 {
+        bail!(
+            "--ssh-authorized-keys {}: more than 100 keys",
+            path.display()
+        );
+    }
+    Ok(keys)
 }
 
 /// Open HTTP connections at most, whatever the descriptor limit allows.
@@ -770,6 +872,9 @@ pub struct Settings {
     pub enrollment_secret: Option<String>,
     /// Served over HTTPS (cookies are then marked Secure).
     pub tls: bool,
+    pub installer: Installer,
+    pub first_boot_timeout_ms: i64,
+    pub ssh_keys: Vec<String>,
 }
 
 /// HookOS settings with every default resolved.

@@ -37,7 +37,7 @@ use tower_http::trace::TraceLayer;
 use crate::artefact::ArtefactCache;
 use crate::auth::Auth;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, HookosSettings, Settings, derive_base_url};
+use crate::config::{Config, HookosSettings, Installer, Settings, derive_base_url};
 use crate::error::error_response;
 use crate::machines::Machines;
 use crate::machines::catalogue::Catalogue;
@@ -65,6 +65,9 @@ pub async fn build_state(
         tftp: config.tftp.is_some(),
         enrollment_secret: config.enrollment_secret.clone(),
         tls: config.tls.is_some(),
+        installer: config.installer.unwrap_or(Installer::Native),
+        first_boot_timeout_ms: i64::from(config.first_boot_timeout_secs) * 1000,
+        ssh_keys: config.ssh_keys.clone(),
     });
     let machines = Machines::new(db.clone(), clock.clone(), settings.clone());
     let flusher = machines.clone();
@@ -74,6 +77,17 @@ pub async fn build_state(
             every.tick().await;
             if let Err(e) = flusher.flush_seen().await {
                 tracing::warn!(error = %e, "could not record heartbeat times");
+            }
+        }
+    });
+    // Natively installed systems that never reported back fail after the first-boot timeout.
+    let watcher = machines.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
+        loop {
+            every.tick().await;
+            if let Err(e) = watcher.expire_first_boots().await {
+                tracing::warn!(error = %e, "could not check installs awaiting their first boot");
             }
         }
     });
@@ -247,7 +261,7 @@ pub async fn serve_http(
 
 /// Runs the server on `listener` until `shutdown` resolves.
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -261,20 +275,29 @@ pub async fn serve(
         Some(u) => u.clone(),
         None => derive_base_url(bound).replacen("http", scheme, 1),
     };
+    // With a Kubernetes connection (and unless told otherwise), assignments become
+    // Tinkerbell workflows and their progress comes back as machine states; without one the
+    // agent installs natively.
+    let cluster = tinkerbell::connect(&config.tinkerbell).await?;
+    let installer = config.choose_installer(cluster.is_some())?;
     let state = build_state(&config, base_url.clone(), Arc::new(SystemClock)).await?;
-    // With a Kubernetes connection, assignments become Tinkerbell workflows and their
-    // progress comes back as machine states; without one Dragonfly runs standalone.
-    let provisioner = match tinkerbell::connect(&config.tinkerbell).await? {
-        Some(t) => {
-            tracing::info!("Tinkerbell backend connected");
+    let provisioner = match (cluster, installer) {
+        (Some(t), Installer::Tinkerbell) => {
+            tracing::info!("Tinkerbell backend connected: installs run as Tinkerbell workflows");
             Some(provision::spawn(
                 t.with_console(&state.settings.hookos.console),
                 state.machines.clone(),
                 state.catalogue.clone(),
             ))
         }
-        None => {
-            tracing::info!("no Kubernetes connection: standalone mode");
+        (Some(_), Installer::Native) => {
+            tracing::info!(
+                "a cluster is connected, but --installer native: Tinkerbell is not used"
+            );
+            None
+        }
+        (None, _) => {
+            tracing::info!("no Kubernetes connection: standalone, native installs");
             None
         }
     };

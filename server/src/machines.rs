@@ -8,6 +8,7 @@ pub mod catalogue;
 pub mod identity;
 pub mod lifecycle;
 pub mod model;
+pub mod native;
 mod operations;
 mod registrations;
 
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{Installer, Settings};
 use crate::error::{Error, Result};
 use crate::events::{EventHub, Signals, Waiter};
 use crate::secrets::random_secret;
@@ -353,6 +354,15 @@ impl Machines {
 
     /// What the agent of this machine should do now (consuming a queued instruction).
     fn instruction_for(&self, conn: &Connection, m: &MachineRow) -> Result<Instruction> {
+        if m.state == State::Assigned && self.settings.installer == Installer::Native {
+            if let Some(p) = &m.pending_instruction {
+                store::set_pending_instruction(conn, &m.id, None)?;
+                if let Ok(i) = serde_json::from_str::<Instruction>(p) {
+                    return Ok(i);
+                }
+            }
+            return self.install_plan(conn, m);
+        }
         if let Some(p) = &m.pending_instruction {
             store::set_pending_instruction(conn, &m.id, None)?;
             match serde_json::from_str::<Instruction>(p) {
@@ -366,14 +376,16 @@ impl Machines {
     /// The instruction the machine's state calls for (ignoring queued ones).
     fn planned_instruction(&self, m: &MachineRow) -> Instruction {
         match m.state {
-            State::Assigned => Instruction::Chainload {
-                script_url: format!(
-                    "{}/boot/{}.ipxe",
-                    self.settings.base_url,
-                    m.boot_mac.replace(':', "-")
-                ),
-                ipxe_lkrn_url: format!("{}/boot/ipxe.lkrn", self.settings.base_url),
-            },
+            State::Assigned if self.settings.installer == Installer::Tinkerbell => {
+                Instruction::Chainload {
+                    script_url: format!(
+                        "{}/boot/{}.ipxe",
+                        self.settings.base_url,
+                        m.boot_mac.replace(':', "-")
+                    ),
+                    ipxe_lkrn_url: format!("{}/boot/ipxe.lkrn", self.settings.base_url),
+                }
+            }
             _ => Instruction::Wait {
                 seconds: self.settings.heartbeat_secs,
             },

@@ -243,6 +243,7 @@ impl Glue {
             | MachineEvent::IdentityMismatch
             | MachineEvent::InstallStarted
             | MachineEvent::InstallProgress
+            | MachineEvent::InstallWritten
             | MachineEvent::InstallSucceeded
             | MachineEvent::InstallFailed
             | MachineEvent::InstructionQueued

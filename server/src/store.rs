@@ -100,6 +100,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("store/migrations/003_auth.sql")),
         M::up(include_str!("store/migrations/004_search.sql")),
         M::up(include_str!("store/migrations/005_identity.sql")),
+        M::up(include_str!("store/migrations/006_native_install.sql")),
     ])
 }
 

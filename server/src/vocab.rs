@@ -125,6 +125,9 @@ names! {
         InstallStarted = "install_started",
         /// The installer reported progress.
         InstallProgress = "install_progress",
+        /// A native install wrote and verified its image; the machine boots the installed
+        /// system, which reports back.
+        InstallWritten = "install_written",
         /// The install finished: the OS is on disk.
         InstallSucceeded = "install_succeeded",
         /// The install failed.
@@ -164,6 +167,8 @@ names! {
         Boot = "boot",
         Tinkerbell = "tinkerbell",
         System = "system",
+        /// The installed system itself (cloud-init's phone-home).
+        InstalledOs = "installed_os",
     }
 }
 

@@ -357,12 +357,35 @@ async fn a_restart_on_the_same_file_keeps_everything() {
         .send()
         .await
         .unwrap();
-    client
-        .post(format!("{}/api/v1/machines/{id}/assign", first.url))
-        .json(&json!({"os": "ubuntu-24.04"}))
+    // Standalone, the binary installs natively: the OS needs a verified image.
+    let os = client
+        .post(format!("{}/api/v1/os", first.url))
+        .json(&json!({
+            "slug": "mirror-os", "name": "Mirror OS", "family": "debian", "version": "12",
+            "image_url": "/images/mirror-os.raw.zst", "format": "raw.zst",
+            "sha256": "ab".repeat(32)
+        }))
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        os.status(),
+        StatusCode::CREATED,
+        "{}",
+        os.text().await.unwrap()
+    );
+    let assigned = client
+        .post(format!("{}/api/v1/machines/{id}/assign", first.url))
+        .json(&json!({"os": "mirror-os"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        assigned.status(),
+        StatusCode::OK,
+        "{}",
+        assigned.text().await.unwrap()
+    );
     first.stop();
     assert!(
         dir.path().join("sqlite.db").exists(),
@@ -383,7 +406,7 @@ async fn a_restart_on_the_same_file_keeps_everything() {
     assert_eq!(m["hostname"], "keeper");
     assert_eq!(m["tags"], json!(["t1"]));
     assert_eq!(m["state"], "assigned");
-    assert_eq!(m["os"], "ubuntu-24.04");
+    assert_eq!(m["os"], "mirror-os");
     assert_eq!(m["disks"][0]["serial"], "DISK-00001");
     assert_eq!(m["events"].as_array().unwrap().len(), 3);
     // The agent's token survives the restart too.
@@ -395,7 +418,16 @@ async fn a_restart_on_the_same_file_keeps_everything() {
         .await
         .unwrap();
     let hb = expect_json(hb, StatusCode::OK).await;
-    assert_eq!(hb["instruction"]["action"], "chainload");
+    // Standalone: the agent installs it itself, from the image the server serves.
+    assert_eq!(hb["instruction"]["action"], "install", "{hb}");
+    assert!(
+        hb["instruction"]["image"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/images/mirror-os.raw.zst"),
+        "{hb}"
+    );
+    assert_eq!(hb["instruction"]["disk"]["serial"], "DISK-00001");
     second.stop();
 }
 

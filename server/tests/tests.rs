@@ -26,6 +26,8 @@ mod security;
 mod limits;
 // Operator endpoints for machines: list/filter/search/sort/page, edit, lifecycle actions.
 mod machines;
+// The native install: plan, seed, written, phone-home, timeout.
+mod native;
 // The checked-in OpenAPI document matches the code.
 mod openapi;
 // The OS catalogue.

@@ -65,7 +65,11 @@ impl Server {
     pub async fn start_for_vms() -> Server {
         let boot_dir = workspace().join("out/netboot");
         Self::start_with(
-            |c| c.boot_dir = boot_dir,
+            |c| {
+                c.boot_dir = boot_dir;
+                // These VMs are handed to Tinkerbell (HookOS); the native install has its own.
+                c.installer = Some(dragonfly::config::Installer::Tinkerbell);
+            },
             |addr| format!("http://10.0.2.2:{}", addr.port()),
         )
         .await

@@ -20,6 +20,7 @@ use super::extract::{ApiJson, ApiQuery};
 use crate::auth::ratelimit::RegistrationLimiter;
 use crate::config::Settings;
 use crate::error::{Error, Result};
+use crate::machines::native::PhoneHome;
 use crate::machines::{AgentMachine as Agent, Machines};
 use crate::metrics::Metrics;
 
@@ -159,3 +160,43 @@ pub async fn heartbeat(
     }
     Ok(Json(HeartbeatResponse { instruction }))
 }
+
+/// The installed system reports back (cloud-init's `phone_home` module).
+///
+/// The URL carries the one-time token of the machine's current native install, put on the
+/// install's cloud-init seed. The first report after the image was written makes the
+/// machine `installed`; the token is then spent. The body is what cloud-init posts (form
+/// fields such as `hostname`, `instance_id`, `fqdn`); it may be empty.
+#[utoipa::path(
+    post, path = "/api/v1/phone-home/{token}", tag = "agent",
+    params(("token" = String, Path, description = "The install's one-time token (43 characters of base64url)", min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")),
+    request_body(content = PhoneHome, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Recorded: the machine is installed", body = PhoneHomeAnswer),
+        (status = 404, description = "No install has this token (unknown, or already spent)", body = crate::error::ErrorBody),
+        (status = 409, description = "The install has not written its image yet", body = crate::error::ErrorBody),
+        (status = 413, description = "Body larger than 64 KiB", body = crate::error::ErrorBody)
+    )
+)]
+pub async fn phone_home(
+    State(machines): State<Machines>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<PhoneHomeAnswer>> {
+    // cloud-init posts a form; anything unreadable in it is only lost detail.
+    let report: PhoneHome = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    machines.phone_home(&token, report).await?;
+    Ok(Json(PhoneHomeAnswer {
+        status: "installed".into(),
+    }))
+}
+
+/// The answer to a phone-home.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PhoneHomeAnswer {
+    /// Always `installed`.
+    pub status: String,
+}
+
+/// Largest phone-home body (cloud-init posts host keys and names: a few KiB).
+pub const PHONE_HOME_BODY_LIMIT: usize = 64 * 1024;

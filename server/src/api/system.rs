@@ -26,6 +26,9 @@ pub struct Health {
     pub netboot: Artefact,
     /// Whether the TFTP server for the iPXE first stage runs.
     pub tftp: bool,
+    /// Who installs assigned machines: `native` (the Dragonfly agent writes the image) or
+    /// `tinkerbell` (a Tinkerbell workflow).
+    pub installer: crate::config::Installer,
 }
 
 /// Liveness and readiness: answers once the database is reachable.
@@ -49,6 +52,7 @@ pub async fn healthz(
         base_url: settings.base_url.clone(),
         netboot: artefact.get().await,
         tftp: settings.tftp,
+        installer: settings.installer,
     }))
 }
 

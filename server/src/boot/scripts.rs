@@ -160,6 +160,9 @@ mod tests {
             tftp: false,
             enrollment_secret: None,
             tls: false,
+            installer: crate::config::Installer::Tinkerbell,
+            first_boot_timeout_ms: 1_800_000,
+            ssh_keys: Vec::new(),
         }
     }
 

@@ -10,6 +10,7 @@ use super::{
     Actor, AgentMachine, Change, Committed, Event, Log, MachineEvent, Machines, State, clip,
     identity, lifecycle, load, new_token, status_of, token_hash,
 };
+use crate::config::Installer;
 use crate::error::{Error, Result};
 use crate::secrets::{random_secret, same_secret};
 use crate::store::machines::{self as store, MachineRow};
@@ -319,7 +320,9 @@ impl Machines {
                 .message
                 .as_ref()
                 .is_none_or(|m| current.status_message.as_ref() == Some(m))
-            && current.pending_instruction.is_none();
+            && current.pending_instruction.is_none()
+            // A native install's plan is made (with its token) in a write.
+            && !(current.state == State::Assigned && self.settings.installer == Installer::Native);
         if quiet {
             self.seen().insert(current.id.clone(), now);
             return Ok(self.planned_instruction(current));
@@ -348,6 +351,8 @@ impl Machines {
                 let event = match hb.phase {
                     Phase::Installing if from == State::Installing => Some(Event::Progress),
                     Phase::Installing => Some(Event::Start),
+                    Phase::Written if from == State::Assigned => Some(Event::Start),
+                    Phase::Written => None,
                     Phase::Installed => Some(Event::Succeed),
                     Phase::Failed => Some(Event::Fail),
                     Phase::Waiting | Phase::Chainloading => None,
@@ -389,6 +394,24 @@ impl Machines {
                 }
                 if changed_phase || to != from {
                     store::set_status(tx, &id, &status, now)?;
+                }
+                if hb.phase == Phase::Written && to == State::Installing && m.written_at.is_none() {
+                    // The image is on the disk: the next PXE boot goes to it, and the
+                    // installed system has the first-boot timeout to report back.
+                    let token = store::install_token(tx, &id)?;
+                    store::set_install(tx, &id, token.as_deref(), Some(now))?;
+                    log.add(
+                        tx,
+                        &id,
+                        MachineEvent::InstallWritten,
+                        Actor::Agent,
+                        None,
+                        hb.message.clone().unwrap_or_default(),
+                    )?;
+                }
+                if to == State::Failed {
+                    // The install's one-time token dies with it.
+                    store::set_install(tx, &id, None, None)?;
                 }
                 let m = load(tx, &id)?;
                 let instruction = this.instruction_for(tx, &m)?;

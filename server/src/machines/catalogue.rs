@@ -1,6 +1,7 @@
 //! The OS catalogue: validation and changes. Built-in entries can be edited, not deleted;
 //! an entry assigned to machines cannot be deleted either.
 
+use dragonfly_proto::ImageFormat;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -25,8 +26,29 @@ pub struct OsInput {
     pub version: String,
     #[serde(default = "default_arch")]
     pub arch: String,
-    /// http(s) URL of the disk image the installer writes.
+    /// http(s) URL of the disk image the installer writes, or a path on this server
+    /// (`/images/NAME`) for a file in its image directory.
     pub image_url: String,
+    /// How the file is encoded.
+    #[serde(default = "default_format")]
+    #[schema(value_type = String, pattern = "^(raw|raw\\.gz|raw\\.xz|raw\\.zst|qcow2)$")]
+    pub format: String,
+    /// Lower-case hex SHA-256 of the published file; required for native installs.
+    #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
+    pub sha256: Option<String>,
+    /// Bytes the image takes once written (the target disk must be larger).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub size_bytes: Option<u64>,
+    /// A `#cloud-config` document (at most 64 KiB) added to every install of this OS.
+    #[serde(default)]
+    #[schema(max_length = 65536)]
+    pub user_data: Option<String>,
+}
+
+fn default_format() -> String {
+    "raw".into()
 }
 
 fn default_arch() -> String {
@@ -75,17 +97,61 @@ fn validate(input: &OsInput) -> Result<()> {
     let ok = parsed.is_ok_and(|u| {
         matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
     });
-    if !ok {
+    let served_here = url
+        .strip_prefix("/images/")
+        .is_some_and(crate::artefact::valid_image_name);
+    if !ok && !served_here {
         return Err(Error::invalid(
             "image_url",
-            "must be an http:// or https:// URL",
+            "must be an http:// or https:// URL, or /images/NAME for a file this server serves",
         ));
     }
     Ok(())
 }
 
+/// The install-related fields, checked: the format's name, a SHA-256 in hex, a positive
+/// size, a cloud-config document.
+fn install_fields(input: &OsInput) -> Result<ImageFormat> {
+    let format = ImageFormat::parse(input.format.trim()).map_err(|_| {
+        Error::invalid(
+            "format",
+            "must be one of raw, raw.gz, raw.xz, raw.zst, qcow2",
+        )
+    })?;
+    if let Some(sum) = &input.sha256 {
+        if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::invalid(
+                "sha256",
+                "must be 64 hexadecimal characters",
+            ));
+        }
+    }
+    if input.size_bytes == Some(0) {
+        return Err(Error::invalid("size_bytes", "must be at least 1"));
+    }
+    if let Some(u) = &input.user_data {
+        if u.len() > 65536 {
+            return Err(Error::invalid("user_data", "longer than 65536 bytes"));
+        }
+        if !u.is_empty() && !u.starts_with("#cloud-config") {
+            return Err(Error::invalid(
+                "user_data",
+                "must be a cloud-config document starting with #cloud-config",
+            ));
+        }
+        if !u.is_empty() && serde_yaml::from_str::<serde_yaml::Value>(u).is_err() {
+            return Err(Error::invalid("user_data", "is not valid YAML"));
+        }
+    }
+    Ok(format)
+}
+
 fn row(slug: String, input: OsInput, builtin: bool, now: i64, created: i64) -> store::OsRow {
     store::OsRow {
+        format: ImageFormat::parse(input.format.trim()).unwrap_or(ImageFormat::Raw),
+        sha256: input.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
+        size_bytes: input.size_bytes,
+        user_data: input.user_data.clone().filter(|u| !u.is_empty()),
         slug,
         name: input.name.trim().to_string(),
         family: input.family.trim().to_ascii_lowercase(),
@@ -133,6 +199,7 @@ impl Catalogue {
             .ok_or_else(|| Error::invalid("slug", "required"))?;
         validate_slug(&slug)?;
         validate(&input)?;
+        install_fields(&input)?;
         let r = row(slug.clone(), input, false, now, now);
         self.db
             .write(move |tx| -> Result<_> {
@@ -151,6 +218,7 @@ impl Catalogue {
     pub async fn update(&self, slug: &str, input: OsInput) -> Result<OsImage> {
         let now = self.clock.now_ms();
         validate(&input)?;
+        install_fields(&input)?;
         let slug = slug.to_string();
         self.db
             .write(move |tx| -> Result<_> {

@@ -1,5 +1,6 @@
 //! The domain's views of machines, events and OS images, as the API and UI show them.
 
+use dragonfly_proto::ImageFormat;
 use dragonfly_proto::{Firmware, HardwareReport, Phase, Transport};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -44,6 +45,9 @@ pub struct Machine {
     pub created_at: String,
     pub updated_at: String,
     pub last_seen_at: Option<String>,
+    /// When a native install wrote its image; the machine then boots the installed system
+    /// and waits for its report.
+    pub written_at: Option<String>,
 }
 
 impl Machine {
@@ -76,6 +80,7 @@ impl Machine {
             created_at: rfc3339(r.created_at),
             updated_at: rfc3339(r.updated_at),
             last_seen_at: r.last_seen_at.map(rfc3339),
+            written_at: r.written_at.map(rfc3339),
         }
     }
 }
@@ -188,6 +193,15 @@ pub struct OsImage {
     pub arch: String,
     /// Disk image the installer writes.
     pub image_url: String,
+    /// How the file is encoded: raw, raw.gz, raw.xz, raw.zst or qcow2.
+    #[schema(value_type = String, pattern = "^(raw|raw\\.gz|raw\\.xz|raw\\.zst|qcow2)$")]
+    pub format: ImageFormat,
+    /// Lower-case hex SHA-256 of the published file (required for native installs).
+    pub sha256: Option<String>,
+    /// Bytes the image takes once written.
+    pub size_bytes: Option<u64>,
+    /// A `#cloud-config` document added to every install of this OS.
+    pub user_data: Option<String>,
     /// Built-in entries can be edited but not deleted.
     pub builtin: bool,
     pub created_at: String,
@@ -203,6 +217,10 @@ impl From<OsRow> for OsImage {
             version: o.version,
             arch: o.arch,
             image_url: o.image_url,
+            format: o.format,
+            sha256: o.sha256,
+            size_bytes: o.size_bytes,
+            user_data: o.user_data,
             builtin: o.builtin,
             created_at: rfc3339(o.created_at),
             updated_at: rfc3339(o.updated_at),

@@ -49,6 +49,11 @@ impl Machines {
                 let mut status = status_of(&m);
                 status.state = to;
                 adjust(tx, &m, &mut status)?;
+                if !matches!(event, Event::Start | Event::Progress) {
+                    // A new, withdrawn or finished install: the last one's phone-home token
+                    // is never trusted again.
+                    store::set_install(tx, &id, None, None)?;
+                }
                 store::set_status(tx, &id, &status, now)?;
                 let mut log = Log::new(now);
                 log.add(tx, &id, kind, actor, Some((from, to)), message)?;
@@ -70,6 +75,7 @@ impl Machines {
             Some(TargetDisk::Wwn(w)) => format!("{os} on disk WWN {w}"),
             None => os.clone(),
         };
+        let native = self.settings.installer == crate::config::Installer::Native;
         self.transition(
             id,
             Event::Assign,
@@ -78,6 +84,9 @@ impl Machines {
             message,
             move |tx, m, st| {
                 check_os(tx, &os)?;
+                if native {
+                    super::native::check_native(tx, &os)?;
+                }
                 st.os_slug = Some(os);
                 st.target_disk = check_disk(tx, &m.id, disk)?;
                 st.progress = None;
@@ -95,6 +104,7 @@ impl Machines {
         os: Option<String>,
         disk: Option<TargetDisk>,
     ) -> Result<Machine> {
+        let native = self.settings.installer == crate::config::Installer::Native;
         self.transition(
             id,
             Event::Reimage,
@@ -106,6 +116,9 @@ impl Machines {
                     Error::invalid("os", "the machine has no OS assigned; name one")
                 })?;
                 check_os(tx, &slug)?;
+                if native {
+                    super::native::check_native(tx, &slug)?;
+                }
                 st.os_slug = Some(slug);
                 if disk.is_some() {
                     st.target_disk = check_disk(tx, &m.id, disk)?;

@@ -37,6 +37,8 @@ pub struct MachineRow {
     pub updated_at: i64,
     pub last_seen_at: Option<i64>,
     pub tags: Vec<String>,
+    /// When a native install's image was written (it awaits the installed system's report).
+    pub written_at: Option<i64>,
 }
 
 const COLUMNS: &str = "id, boot_mac, smbios_uuid, serial, vendor, product, hostname, notes, \
@@ -44,7 +46,7 @@ const COLUMNS: &str = "id, boot_mac, smbios_uuid, serial, vendor, product, hostn
     agent_version, arch, firmware, cpu_model, cpu_threads, memory_bytes, disk_bytes, \
     created_at, updated_at, last_seen_at, \
     (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM machine_tags t \
-        WHERE t.machine_id = machines.id ORDER BY tag)) AS tags";
+        WHERE t.machine_id = machines.id ORDER BY tag)) AS tags, written_at";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<MachineRow> {
     let tags: Option<String> = r.get(25)?;
@@ -78,7 +80,45 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<MachineRow> {
         tags: tags
             .map(|t| t.split('\u{1f}').map(str::to_string).collect())
             .unwrap_or_default(),
+        written_at: r.get(26)?,
     })
+}
+
+/// The one-time phone-home token of the machine's current native install.
+pub fn install_token(conn: &Connection, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT install_token FROM machines WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
+/// Sets (or clears) the current native install's token and written time.
+pub fn set_install(
+    conn: &Connection,
+    id: &str,
+    token: Option<&str>,
+    written_at: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE machines SET install_token = ?2, written_at = ?3 WHERE id = ?1")?
+        .execute(params![id, token, written_at])?;
+    Ok(())
+}
+
+/// The machine whose current native install has this phone-home token.
+pub fn by_install_token(conn: &Connection, token: &str) -> Result<Option<MachineRow>, StoreError> {
+    one(conn, "install_token = ?1", token)
+}
+
+/// Installing machines whose image was written before `before` (ms) and that never reported.
+pub fn written_before(conn: &Connection, before: i64) -> Result<Vec<MachineRow>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM machines WHERE written_at IS NOT NULL AND written_at < ?1 \
+         AND state = 'installing' LIMIT 100"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([before], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn one(conn: &Connection, filter: &str, value: &str) -> Result<Option<MachineRow>, StoreError> {

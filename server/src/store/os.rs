@@ -2,6 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use dragonfly_proto::ImageFormat;
+
 use super::StoreError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -12,13 +14,17 @@ pub struct OsRow {
     pub version: String,
     pub arch: String,
     pub image_url: String,
+    pub format: ImageFormat,
+    pub sha256: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub user_data: Option<String>,
     pub builtin: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-const COLUMNS: &str =
-    "slug, name, family, version, arch, image_url, builtin, created_at, updated_at";
+const COLUMNS: &str = "slug, name, family, version, arch, image_url, builtin, created_at, \
+    updated_at, format, sha256, size_bytes, user_data";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<OsRow> {
     Ok(OsRow {
@@ -31,6 +37,13 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<OsRow> {
         builtin: r.get(6)?,
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
+        format: {
+            let slug: String = r.get(0)?;
+            super::typed(r, 9, "os_images.format", &slug)?
+        },
+        sha256: r.get(10)?,
+        size_bytes: r.get(11)?,
+        user_data: r.get(12)?,
     })
 }
 
@@ -52,7 +65,8 @@ pub fn get(conn: &Connection, slug: &str) -> Result<Option<OsRow>, StoreError> {
 /// Inserts a new entry; a duplicate slug is a constraint error.
 pub fn insert(conn: &Connection, os: &OsRow) -> Result<(), StoreError> {
     conn.prepare_cached(&format!(
-        "INSERT INTO os_images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        "INSERT INTO os_images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+         ?11, ?12, ?13)"
     ))?
     .execute(params![
         os.slug,
@@ -63,7 +77,11 @@ pub fn insert(conn: &Connection, os: &OsRow) -> Result<(), StoreError> {
         os.image_url,
         os.builtin,
         os.created_at,
-        os.updated_at
+        os.updated_at,
+        os.format,
+        os.sha256,
+        os.size_bytes,
+        os.user_data
     ])?;
     Ok(())
 }
@@ -72,7 +90,8 @@ pub fn update(conn: &Connection, os: &OsRow) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached(
             "UPDATE os_images SET name = ?2, family = ?3, version = ?4, arch = ?5,
-                image_url = ?6, updated_at = ?7 WHERE slug = ?1",
+                image_url = ?6, updated_at = ?7, format = ?8, sha256 = ?9, size_bytes = ?10,
+                user_data = ?11 WHERE slug = ?1",
         )?
         .execute(params![
             os.slug,
@@ -81,7 +100,11 @@ pub fn update(conn: &Connection, os: &OsRow) -> Result<bool, StoreError> {
             os.version,
             os.arch,
             os.image_url,
-            os.updated_at
+            os.updated_at,
+            os.format,
+            os.sha256,
+            os.size_bytes,
+            os.user_data
         ])?
         > 0)
 }

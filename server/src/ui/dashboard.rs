@@ -44,6 +44,12 @@ pub async fn page(
                     }
                     dt { "kexec chainload" } dd { @if artefact.ipxe_lkrn { "ready (ipxe.lkrn)" } @else { "unavailable: machines reboot instead" } }
                     dt { "TFTP" } dd { @if s.tftp { "on (iPXE first stage)" } @else { "off (enable with --tftp)" } }
+                    dt { "Installer" } dd #installer {
+                        @match s.installer {
+                            crate::config::Installer::Native => "native: the Dragonfly agent writes the image, cloud-init reports back",
+                            crate::config::Installer::Tinkerbell => "Tinkerbell workflows in HookOS",
+                        }
+                    }
                     dt { "HookOS" } dd.mono { (s.hookos.url) }
                 }
             }

@@ -385,6 +385,7 @@ mod tests {
             created_at: at.clone(),
             updated_at: at.clone(),
             last_seen_at: Some(at),
+            written_at: None,
         }
     }
 

@@ -26,7 +26,7 @@ pub async fn page(
             tbody { @for o in &list { tr {
                 td.mono { (o.slug) }
                 td { (o.name) @if o.builtin { " " span.tag { "built in" } } }
-                td.mono.hide-narrow { (o.image_url) }
+                td.mono.hide-narrow { (o.image_url) " (" (o.format.as_str()) ")" @if o.sha256.is_none() { " · no checksum" } }
                 td { @if !o.builtin {
                     button.secondary hx-delete=(paths::os_entry(&o.slug)) hx-confirm={ "Delete " (o.name) "?" } { "Delete" }
                 } }
@@ -40,7 +40,9 @@ pub async fn page(
                 p { label for="family" { "Family" } br; input #family name="family" required placeholder="rocky"; }
                 p { label for="version" { "Version" } br; input #version name="version" required placeholder="9"; }
                 p { label for="arch" { "Architecture" } br; select #arch name="arch" { option { "x86_64" } option { "aarch64" } } }
-                p { label for="image_url" { "Image URL" } br; input #image_url name="image_url" type="url" required placeholder="http://mirror.lab/rocky-9.raw.gz"; }
+                p { label for="image_url" { "Image URL" } br; input #image_url name="image_url" required placeholder="http://mirror.lab/rocky-9.raw.zst or /images/rocky-9.raw.zst"; }
+                p { label for="format" { "Format" } br; select #format name="format" { option { "raw" } option { "raw.gz" } option { "raw.xz" } option selected { "raw.zst" } option { "qcow2" } } }
+                p { label for="sha256" { "SHA-256 of the file" } br; input #sha256 name="sha256" pattern="[0-9a-fA-F]{64}" placeholder="required for native installs"; }
             }
             button type="submit" { "Add" }
         }
@@ -56,6 +58,10 @@ pub struct OsForm {
     version: String,
     arch: String,
     image_url: String,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
 }
 
 pub async fn create(
@@ -70,6 +76,13 @@ pub async fn create(
         version: f.version,
         arch: f.arch,
         image_url: f.image_url,
+        format: f.format.unwrap_or_else(|| "raw".into()),
+        sha256: f
+            .sha256
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
+        size_bytes: None,
+        user_data: None,
     };
     catalogue.create(input).await.ui(&headers)?;
     Ok(hx_redirect(paths::OS))
