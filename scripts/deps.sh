@@ -6,6 +6,7 @@
 #   scripts/deps.sh [GROUP...]  build + test needs, plus each named group:
 #   scripts/deps.sh bench      adds the load tools used by scripts/bench-*.sh
 #   scripts/deps.sh e2e        adds Chromium and ChromeDriver for the UI tests
+#   scripts/deps.sh os-image   adds what scripts/os-image.sh needs (mmdebstrap, mkfs)
 #   scripts/deps.sh netboot    adds what image/build.sh and scripts/lab.sh need; the kernel,
 #                              busybox and iPXE packages are only downloaded and unpacked by
 #                              image/build.sh, never installed
@@ -25,6 +26,8 @@ case "$group" in
     # lab: QEMU with its NIC option ROMs (ipxe-qemu), UEFI firmware (ovmf), curl
     want+=(dpkg-dev xz-utils gcc make libc6-dev linux-libc-dev binutils kmod
       qemu-system-x86 ipxe-qemu ovmf curl) ;;
+  # the Debian cloud image the native-install tests write (scripts/os-image.sh)
+  os-image) want+=(mmdebstrap dosfstools mtools fdisk e2fsprogs zstd util-linux mount) ;;
 esac
 done
 

@@ -12,167 +12,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use dragonfly_e2e::qemu::{Identity, Vm};
 use dragonfly_e2e::{Server, wait_for as eventually, workspace};
 use serde_json::{Value, json};
 
 /// Generous: TCG on a loaded 2-core CI machine.
 const BOOT: Duration = Duration::from_secs(240);
 
-struct Vm {
-    child: tokio::process::Child,
-    serial: PathBuf,
-    stderr: PathBuf,
-    accel: &'static str,
-    _dir: tempfile::TempDir,
-}
-
-impl Vm {
-    /// The serial console's last lines, and QEMU's own complaints and exit status when it
-    /// ended (an empty console otherwise says nothing about why).
-    fn console_tail(&mut self) -> String {
-        let text = std::fs::read_to_string(&self.serial).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let mut out = lines[lines.len().saturating_sub(40)..].join("\n");
-        let status = match self.child.try_wait() {
-            Ok(Some(s)) => format!("exited: {s}"),
-            Ok(None) => "still running".to_string(),
-            Err(e) => format!("unknown: {e}"),
-        };
-        let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        out.push_str(&format!(
-            "\n[qemu -accel {}: {status}; stderr: {}]",
-            self.accel,
-            stderr.trim()
-        ));
-        out
-    }
-
-    async fn kill(mut self, keep_as: &str) {
-        let _ = self.child.kill().await;
-        let dest = workspace().join("tests/artifacts");
-        let _ = std::fs::create_dir_all(&dest);
-        let _ = std::fs::copy(&self.serial, dest.join(format!("{keep_as}.serial.log")));
-    }
-}
-
-/// KVM only when the CPU offers virtualisation (a `vmx` or `svm` flag) and a probe VM really
-/// runs: on machines where `/dev/kvm` exists without them, a KVM guest starts but never prints
-/// anything, and the probe alone cannot tell. `DRAGONFLY_E2E_ACCEL=tcg|kvm` overrides.
-fn accel() -> (&'static str, &'static str) {
-    match std::env::var("DRAGONFLY_E2E_ACCEL").as_deref() {
-        Ok("tcg") => return ("tcg", "max"),
-        Ok("kvm") => return ("kvm", "host"),
-        _ => {}
-    }
-    let cpu_flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let virtualisation = cpu_flags
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    if !virtualisation {
-        return ("tcg", "max");
-    }
-    let ok = std::process::Command::new("timeout")
-        .args([
-            "3",
-            "qemu-system-x86_64",
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-            "-machine",
-            "q35",
-            "-m",
-            "64",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.code() == Some(124))
-        .unwrap_or(false);
-    if ok { ("kvm", "host") } else { ("tcg", "max") }
-}
-
-struct Identity {
-    mac: &'static str,
-    serial: &'static str,
-    uuid: &'static str,
-    disk: &'static str,
-}
-
 fn boot_vm(server: &Server, id: &Identity, uefi: bool) -> Vm {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(1 << 30)
-        .unwrap();
-    let serial = dir.path().join("serial.log");
-    let stderr = dir.path().join("qemu.stderr");
-    let port = server.url.rsplit(':').next().unwrap().to_string();
-    let (accel, cpu) = accel();
-    let mut cmd = tokio::process::Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-machine", "q35", "-accel", accel, "-cpu", cpu, "-smp", "1", "-m", "768",
-    ]);
-    if uefi {
-        let vars = dir.path().join("vars.fd");
-        std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
-            .expect("OVMF (scripts/deps.sh netboot)");
-        cmd.args([
-            "-drive",
-            "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-        ]);
-        cmd.arg("-drive").arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars.display()
-        ));
-    }
-    cmd.arg("-smbios")
-        .arg(format!(
-            "type=1,manufacturer=Dragonfly E2E,product=Test VM,serial={},uuid={}",
-            id.serial, id.uuid
-        ))
-        .arg("-netdev")
-        .arg(format!(
-            "user,id=n0,bootfile=http://10.0.2.2:{port}/boot/boot.ipxe"
-        ))
-        .arg("-device")
-        .arg(format!(
-            "virtio-net-pci,netdev=n0,mac={},bootindex=1",
-            id.mac
-        ))
-        .arg("-drive")
-        .arg(format!("if=none,id=d0,format=raw,file={}", disk.display()))
-        .arg("-device")
-        .arg(format!(
-            "virtio-blk-pci,drive=d0,serial={},bootindex=2",
-            id.disk
-        ))
-        .args(["-display", "none", "-monitor", "none"])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .expect("qemu-system-x86_64 (scripts/deps.sh netboot)");
-    Vm {
-        child,
-        serial,
-        stderr,
-        accel,
-        _dir: dir,
-    }
+    Vm::boot(server, id, uefi, 1 << 30, 768)
 }
 
 async fn machine_by_mac(s: &Server, mac: &str) -> Option<Value> {

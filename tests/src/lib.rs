@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 
 pub use dragonfly_testkit::{PASSWORD, Server, wait_for, workspace};
 
+pub mod qemu;
+
 /// Registers machine `n` through the agent API with a small report of its own (serial
 /// `E2E-{n:04}`, disk `E2E-DISK-{n}`); returns its id.
 pub async fn register(s: &Server, n: u32) -> String {

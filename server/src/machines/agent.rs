@@ -311,6 +311,12 @@ impl Machines {
         if hb.message.as_deref().is_some_and(|m| m.len() > 1024) {
             return Err(Error::invalid("message", "longer than 1024 bytes"));
         }
+        if hb
+            .write
+            .is_some_and(|w| w.total.is_some_and(|t| w.written > t.saturating_mul(2)))
+        {
+            return Err(Error::invalid("write", "written is far beyond total"));
+        }
         let now = self.clock.now_ms();
         // The common case: nothing but "still here". No write, no event.
         let quiet = matches!(hb.phase, Phase::Waiting)
@@ -394,6 +400,9 @@ impl Machines {
                 }
                 if changed_phase || to != from {
                     store::set_status(tx, &id, &status, now)?;
+                }
+                if let Some(w) = &hb.write {
+                    store::set_write_progress(tx, &id, Some(w))?;
                 }
                 if hb.phase == Phase::Written && to == State::Installing && m.written_at.is_none() {
                     // The image is on the disk: the next PXE boot goes to it, and the

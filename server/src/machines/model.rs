@@ -1,7 +1,7 @@
 //! The domain's views of machines, events and OS images, as the API and UI show them.
 
-use dragonfly_proto::ImageFormat;
 use dragonfly_proto::{Firmware, HardwareReport, Phase, Transport};
+use dragonfly_proto::{ImageFormat, WriteProgress};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -48,6 +48,8 @@ pub struct Machine {
     /// When a native install wrote its image; the machine then boots the installed system
     /// and waits for its report.
     pub written_at: Option<String>,
+    /// The image write of a native install: bytes written, total, rate.
+    pub write_progress: Option<WriteProgress>,
 }
 
 impl Machine {
@@ -81,6 +83,7 @@ impl Machine {
             updated_at: rfc3339(r.updated_at),
             last_seen_at: r.last_seen_at.map(rfc3339),
             written_at: r.written_at.map(rfc3339),
+            write_progress: r.write_progress,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
 
-use dragonfly_proto::{Firmware, Phase, Transport};
+use dragonfly_proto::{Firmware, Phase, Transport, WriteProgress};
 
 use super::{StoreError, typed};
 use crate::vocab::{State, TargetDisk};
@@ -39,6 +39,8 @@ pub struct MachineRow {
     pub tags: Vec<String>,
     /// When a native install's image was written (it awaits the installed system's report).
     pub written_at: Option<i64>,
+    /// The agent's last write progress during a native install.
+    pub write_progress: Option<WriteProgress>,
 }
 
 const COLUMNS: &str = "id, boot_mac, smbios_uuid, serial, vendor, product, hostname, notes, \
@@ -46,7 +48,8 @@ const COLUMNS: &str = "id, boot_mac, smbios_uuid, serial, vendor, product, hostn
     agent_version, arch, firmware, cpu_model, cpu_threads, memory_bytes, disk_bytes, \
     created_at, updated_at, last_seen_at, \
     (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM machine_tags t \
-        WHERE t.machine_id = machines.id ORDER BY tag)) AS tags, written_at";
+        WHERE t.machine_id = machines.id ORDER BY tag)) AS tags, written_at, \
+    write_progress";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<MachineRow> {
     let tags: Option<String> = r.get(25)?;
@@ -81,6 +84,10 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<MachineRow> {
             .map(|t| t.split('\u{1f}').map(str::to_string).collect())
             .unwrap_or_default(),
         written_at: r.get(26)?,
+        // Written by this server from a checked value; a bad one is only a lost progress bar.
+        write_progress: r
+            .get::<_, Option<String>>(27)?
+            .and_then(|j| serde_json::from_str(&j).ok()),
     })
 }
 
@@ -102,6 +109,18 @@ pub fn set_install(
 ) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE machines SET install_token = ?2, written_at = ?3 WHERE id = ?1")?
         .execute(params![id, token, written_at])?;
+    Ok(())
+}
+
+/// Records (or clears) the agent's write progress.
+pub fn set_write_progress(
+    conn: &Connection,
+    id: &str,
+    progress: Option<&WriteProgress>,
+) -> Result<(), StoreError> {
+    let json = progress.and_then(|p| serde_json::to_string(p).ok());
+    conn.prepare_cached("UPDATE machines SET write_progress = ?2 WHERE id = ?1")?
+        .execute(params![id, json])?;
     Ok(())
 }
 

@@ -205,6 +205,66 @@ pub async fn decide_held(
     Ok(super::html_response(held_markup(&id, &list)))
 }
 
+/// "412 MiB of 1024 MiB · 118 MB/s · about 5 s left"
+pub fn write_line(w: &dragonfly_proto::WriteProgress) -> String {
+    let mut s = format!("{} MiB", w.written >> 20);
+    if let Some(t) = w.total {
+        s.push_str(&format!(" of {} MiB", t >> 20));
+    }
+    if w.bytes_per_sec > 0 {
+        s.push_str(&format!(" · {:.0} MB/s", w.bytes_per_sec as f64 / 1e6));
+        if let Some(t) = w.total.filter(|t| *t > w.written) {
+            s.push_str(&format!(
+                " · about {} s left",
+                (t - w.written) / w.bytes_per_sec.max(1)
+            ));
+        }
+    }
+    s
+}
+
+/// Where an install is, as a row of steps: assigned → writing → written → first boot →
+/// installed (the last reached step is current; a failure marks it failed).
+fn install_steps(d: &MachineDetail) -> Option<Markup> {
+    let m = &d.machine;
+    m.os.as_ref()?;
+    let written = m.written_at.is_some();
+    // Events are newest first: a boot sent to the disk after the write means the firmware
+    // took it, and the installed system is starting.
+    let booted_disk = written
+        && d.events
+            .iter()
+            .take_while(|e| e.kind != MachineEvent::InstallWritten)
+            .any(|e| e.kind == MachineEvent::PxeBoot && e.message.contains("local.ipxe"));
+    let reached = match m.state {
+        MState::Discovered => return None,
+        MState::Assigned => 0,
+        MState::Installing if !written => 1,
+        MState::Installing if !booted_disk => 2,
+        MState::Installing => 3,
+        MState::Installed => 4,
+        MState::Failed if written => 3,
+        MState::Failed => 1,
+    };
+    let failed = m.state == MState::Failed;
+    let done_all = m.state == MState::Installed;
+    let labels = [
+        "assigned",
+        "writing",
+        "written, rebooting",
+        "first boot",
+        "installed",
+    ];
+    Some(html! {
+        ol.install-steps #install-steps aria-label="Install progress" {
+            @for (i, label) in labels.iter().enumerate() {
+                @let class = if i < reached || done_all { "done" } else if i == reached && failed { "failed" } else if i == reached { "current" } else { "todo" };
+                li class=(class) { span.dot {} span.label { (label) } }
+            }
+        }
+    })
+}
+
 fn status_markup(d: &MachineDetail, os: &[OsImage]) -> Markup {
     let m = &d.machine;
     let disk_choices: Vec<(String, String)> = d
@@ -230,9 +290,13 @@ fn status_markup(d: &MachineDetail, os: &[OsImage]) -> Markup {
                 @if let Some(TargetDisk::Serial(s)) = &m.target_disk { " on disk serial " span.mono { (s) } }
                 @if let Some(TargetDisk::Wwn(w)) = &m.target_disk { " on disk WWN " span.mono { (w) } }
             }
+            @if let Some(steps) = install_steps(d) { (steps) }
             @if m.state == MState::Installing {
                 p { progress #machine-progress max="100" value=(m.progress.unwrap_or(0)) {} " " (m.progress.unwrap_or(0)) "%"
                     @if let Some(msg) = &m.status_message { " · " (msg) } }
+                @if let (Some(w), None) = (&m.write_progress, &m.written_at) {
+                    p.muted #machine-write { (write_line(w)) }
+                }
             } @else if let Some(msg) = &m.status_message { p.muted { (msg) } }
             @match m.state {
                 MState::Discovered | MState::Failed | MState::Assigned => {

@@ -206,7 +206,8 @@ fn rows_markup(page: &MachinePage, f: &Filter) -> Markup {
                 }
                 td {
                     (state_badge(m.state, m.offline))
-                    @if m.state == MState::Installing { " " progress max="100" value=(m.progress.unwrap_or(0)) { (m.progress.unwrap_or(0)) "%" } }
+                    @if m.state == MState::Installing { " " progress max="100" value=(m.progress.unwrap_or(0)) { (m.progress.unwrap_or(0)) "%" }
+                        @if let (Some(w), None) = (&m.write_progress, &m.written_at) { " " span.muted.hide-narrow { (super::machine::write_line(w)) } } }
                 }
                 td.mono.hide-narrow { (m.boot_mac) }
                 td.hide-narrow {

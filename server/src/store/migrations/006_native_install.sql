@@ -15,6 +15,8 @@ UPDATE os_images SET format = 'qcow2' WHERE builtin = 1 AND family = 'ubuntu';
 -- when its image was written (NULL until then).
 ALTER TABLE machines ADD COLUMN install_token TEXT;
 ALTER TABLE machines ADD COLUMN written_at INTEGER;
+-- The agent's last write progress (JSON: written, total, bytes_per_sec) while installing.
+ALTER TABLE machines ADD COLUMN write_progress TEXT;
 CREATE UNIQUE INDEX machines_install_token ON machines(install_token)
     WHERE install_token IS NOT NULL;
 CREATE INDEX machines_written ON machines(written_at) WHERE written_at IS NOT NULL;

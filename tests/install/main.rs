@@ -1,0 +1,237 @@
+//! The native install in real QEMU, real all the way: a VM PXE-boots the Dragonfly image,
+//! registers, gets an OS assigned through the API, and its agent writes a real Debian 12
+//! cloud image (built from Debian packages by `scripts/os-image.sh`, served by the server
+//! from its image directory) to the VM's disk with a cloud-init seed; the VM reboots, its
+//! firmware is sent to the disk, GRUB boots Debian, cloud-init sets the assigned hostname,
+//! installs the SSH key and phones home, and the machine is `installed`. BIOS and UEFI.
+//!
+//! Pass/fail is judged from the server's API and the VM's serial console; timings are
+//! printed (assignment → written → installed) for BENCHMARKS.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dragonfly::config::Installer;
+use dragonfly_e2e::qemu::{Identity, Vm};
+use dragonfly_e2e::{Server, wait_for, workspace};
+use serde_json::{Value, json};
+
+/// PXE + write + reboot + first boot under TCG on a loaded 2-core machine.
+const INSTALL: Duration = Duration::from_secs(900);
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGRyYWdvbmZseS1lMmUtdGVzdC1rZXktMDAwMDAwMDAh dragonfly-e2e@lab";
+
+/// The OS image scripts/os-image.sh built (its directory is recorded in out/os-image.path).
+fn os_image() -> (PathBuf, String, u64) {
+    let recorded = workspace().join("out/os-image.path");
+    let dir = std::fs::read_to_string(&recorded).unwrap_or_else(|_| {
+        panic!(
+            "{} missing: build the OS image with scripts/os-image.sh",
+            recorded.display()
+        )
+    });
+    let dir = PathBuf::from(dir.trim());
+    let sha = std::fs::read_to_string(dir.join("debian-12.raw.zst.sha256")).unwrap();
+    let size = std::fs::read_to_string(dir.join("size_bytes")).unwrap();
+    (
+        dir.join("debian-12.raw.zst"),
+        sha.trim().to_string(),
+        size.trim().parse().unwrap(),
+    )
+}
+
+/// A boot directory with the netboot artefact and the OS image under images/.
+fn boot_dir(image: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let netboot = workspace().join("out/netboot");
+    for f in ["vmlinuz", "initramfs.zst", "ipxe.lkrn", "manifest.json"] {
+        assert!(
+            netboot.join(f).exists(),
+            "build the netboot image with image/build.sh"
+        );
+        std::os::unix::fs::symlink(netboot.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("images")).unwrap();
+    std::os::unix::fs::symlink(image, dir.path().join("images/debian-12.raw.zst")).unwrap();
+    dir
+}
+
+async fn server() -> (Server, tempfile::TempDir) {
+    let (image, sha, size) = os_image();
+    let boot = boot_dir(&image);
+    let path = boot.path().to_path_buf();
+    let s = Server::start_with(
+        move |c| {
+            c.boot_dir = path;
+            c.installer = Some(Installer::Native);
+            c.ssh_keys = vec![KEY.to_string()];
+        },
+        |addr| format!("http://10.0.2.2:{}", addr.port()),
+    )
+    .await;
+    let r = s
+        .post(
+            "/api/v1/os",
+            json!({
+                "slug": "lab-debian-12", "name": "Debian 12 (lab build)", "family": "debian",
+                "version": "12", "image_url": "/images/debian-12.raw.zst", "format": "raw.zst",
+                "sha256": sha, "size_bytes": size,
+                "user_data": "#cloud-config\nruncmd:\n  - [sh, -c, 'echo dragonfly-first-boot-done > /dev/ttyS0']\n"
+            }),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    (s, boot)
+}
+
+async fn machine_by_mac(s: &Server, mac: &str) -> Option<Value> {
+    let page: Value = s
+        .get(&format!("/api/v1/machines?q={mac}"))
+        .await
+        .json()
+        .await
+        .ok()?;
+    page["items"]
+        .as_array()?
+        .iter()
+        .find(|m| m["boot_mac"] == mac)
+        .cloned()
+}
+
+fn event_time(m: &Value, kind: &str) -> Option<String> {
+    m["events"]
+        .as_array()?
+        .iter()
+        .find(|e| e["kind"] == kind)
+        .map(|e| e["at"].as_str().unwrap_or_default().to_string())
+}
+
+async fn install(name: &str, id: Identity, uefi: bool) {
+    let (s, _boot) = server().await;
+    let started = Instant::now();
+    // A 4 GiB disk: the 1 GiB image, room for growpart, the seed at the end.
+    let mut vm = Vm::boot(&s, &id, uefi, 4 << 30, 1024);
+    let m = match wait_for(INSTALL, "registration", || machine_by_mac(&s, id.mac)).await {
+        Ok(m) => m,
+        Err(e) => panic!("{e}\nconsole:\n{}", vm.console_tail()),
+    };
+    let machine = m["id"].as_str().unwrap().to_string();
+    let registered = started.elapsed();
+    let hostname = format!("{name}-node");
+    let r = s
+        .patch(
+            &format!("/api/v1/machines/{machine}"),
+            json!({"hostname": hostname}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = s
+        .post(
+            &format!("/api/v1/machines/{machine}/assign"),
+            json!({"os": "lab-debian-12", "target_disk": {"serial": id.disk}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let assigned = started.elapsed();
+
+    // Polled by hand (not `wait_for`) to note when the image was written.
+    let mut written = None;
+    let deadline = Instant::now() + INSTALL;
+    let m = loop {
+        let m = s.machine(&machine).await;
+        if written.is_none() && m["written_at"].is_string() {
+            written = Some(started.elapsed());
+        }
+        if matches!(m["state"].as_str(), Some("installed" | "failed")) {
+            break m;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "not installed after {INSTALL:?}; machine: {m}\nconsole:\n{}",
+                vm.console_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let installed = started.elapsed();
+    assert_eq!(
+        m["state"],
+        "installed",
+        "{m}\nconsole:\n{}",
+        vm.console_tail()
+    );
+    assert!(event_time(&m, "install_written").is_some(), "{m}");
+    // The phone-home came from the installed system, with the hostname it was given.
+    let success = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "install_succeeded")
+        .unwrap();
+    assert_eq!(success["actor"], "installed_os");
+    assert!(
+        success["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("as {hostname}")),
+        "{success}"
+    );
+    // The serial console: Debian booted from the disk, cloud-init ran the OS's own
+    // cloud-config and installed the key for the image's default user.
+    let console = vm.console();
+    assert!(
+        console.contains("dragonfly-first-boot-done"),
+        "runcmd did not run"
+    );
+    assert!(
+        console.contains("Authorized keys from /home/debian/.ssh/authorized_keys"),
+        "cloud-init printed no authorized keys"
+    );
+    assert!(
+        console.contains("dragonfly-e2e@lab"),
+        "the key is not the one configured"
+    );
+    let written = written.unwrap_or(installed);
+    println!(
+        "{name}: registered {:.0} s, assigned {:.0} s, written {:.0} s, installed {:.0} s \
+         (assignment → written {:.0} s, written → installed {:.0} s)",
+        registered.as_secs_f64(),
+        assigned.as_secs_f64(),
+        written.as_secs_f64(),
+        installed.as_secs_f64(),
+        (written - assigned).as_secs_f64(),
+        (installed - written).as_secs_f64()
+    );
+    vm.kill(&format!("install-{name}")).await;
+}
+
+#[tokio::test]
+async fn bios_pxe_to_an_installed_debian_that_phones_home() {
+    install(
+        "bios",
+        Identity {
+            mac: "52:54:00:e2:1b:01",
+            serial: "E2E-INSTALL-BIOS",
+            uuid: "e2e01b01-0000-4000-8000-000000000001",
+            disk: "E2E-INST-BIOS-DISK",
+        },
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn uefi_pxe_to_an_installed_debian_that_phones_home() {
+    install(
+        "uefi",
+        Identity {
+            mac: "52:54:00:e2:1e:01",
+            serial: "E2E-INSTALL-UEFI",
+            uuid: "e2e01e01-0000-4000-8000-000000000001",
+            disk: "E2E-INST-UEFI-DISK",
+        },
+        true,
+    )
+    .await;
+}
