@@ -130,7 +130,12 @@ status, body = request("POST", "/api/v1/agent/register", {"agent_version": "real
 real = json.loads(body)
 machine, agent_token = real["machine_id"], real["token"]
 auth = {"Authorization": f"Bearer {TOKEN}"}
-status, _ = request("POST", f"/api/v1/machines/{machine}/assign", {"os": "debian-12"}, auth)
+# Standalone, the server installs natively: the OS needs a verified image.
+status, _ = request("POST", "/api/v1/os", {
+    "slug": "lab-os", "name": "Lab OS", "family": "debian", "version": "12",
+    "image_url": "/images/lab-os.raw.zst", "format": "raw.zst", "sha256": "ab" * 32}, auth)
+check(status == 201, "an OS with a verified image was added")
+status, _ = request("POST", f"/api/v1/machines/{machine}/assign", {"os": "lab-os"}, auth)
 check(status == 200, "the real machine registered and was assigned")
 db_before = db_mb()
 
@@ -239,7 +244,7 @@ check(health_worst[0] < HEALTH_MS, f"/healthz within {HEALTH_MS} ms throughout (
 status, ms = health_once()
 check(status == 200 and ms < HEALTH_MS, f"/healthz after the attacks ({ms:.1f} ms)")
 status, body = request("POST", "/api/v1/agent/heartbeat", {"phase": "waiting"}, {"Authorization": f"Bearer {agent_token}"})
-check(status == 200 and json.loads(body)["instruction"]["action"] == "chainload",
+check(status == 200 and json.loads(body)["instruction"]["action"] == "install",
       "the real agent keeps its token and its instruction")
 status, body = request("GET", f"/api/v1/machines/{machine}", headers=auth)
 m = json.loads(body)

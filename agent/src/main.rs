@@ -60,6 +60,28 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 0)]
         ramp: u64,
     },
+    /// Write an OS image to a block device (or file) the way an install does: stream,
+    /// decompress, verify the SHA-256, the first MiB last. No seed, no server. For checking
+    /// a mirror's image by hand and for benchmarks.
+    WriteImage {
+        /// http URL of the image file.
+        #[arg(long)]
+        url: String,
+        /// raw, raw.gz, raw.xz or raw.zst.
+        #[arg(long, value_parser = parse_format)]
+        format: dragonfly_proto::ImageFormat,
+        /// SHA-256 of the file as published (hex).
+        #[arg(long)]
+        sha256: String,
+        /// The block device (or an existing file) to write.
+        #[arg(long, value_name = "PATH")]
+        device: PathBuf,
+    },
+}
+
+fn parse_format(s: &str) -> Result<dragonfly_proto::ImageFormat, String> {
+    dragonfly_proto::ImageFormat::parse(s)
+        .map_err(|_| "one of raw, raw.gz, raw.xz, raw.zst".to_string())
 }
 
 fn main() -> ExitCode {
@@ -79,6 +101,53 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let report = Inventory::collect(&cli.root).map_err(|e| e.to_string())?;
             let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
             println!("{json}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::WriteImage {
+            url,
+            format,
+            sha256,
+            device,
+        }) => {
+            let size = std::fs::File::open(&device)
+                .and_then(|mut f| std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)))
+                .map_err(|e| format!("--device {}: {e}", device.display()))?;
+            let client = dragonfly_agent::client::Client::new("http://localhost", None);
+            let mut source = dragonfly_agent::install::Resuming::open(
+                client.image_agent(),
+                &url,
+                Box::new(|line| log!("{line}")),
+            )
+            .map_err(|e| format!("--url {url}: {e}"))?;
+            let total = source.length();
+            let started = std::time::Instant::now();
+            let written = dragonfly_agent::install::write_image(
+                &mut source,
+                format,
+                &sha256,
+                &device,
+                // No seed is added here: the whole device is the image's.
+                size + dragonfly_agent::install::SEED_BYTES,
+                None,
+                &mut |p| {
+                    log!(
+                        "written {} MiB at {:.1} MB/s",
+                        p.written >> 20,
+                        p.bytes_per_sec as f64 / 1e6
+                    )
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "wrote {} bytes ({} downloaded of {}) to {} in {secs:.2} s ({:.1} MB/s); SHA-256 {} verified",
+                written.written,
+                written.downloaded,
+                total.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+                device.display(),
+                written.written as f64 / secs.max(0.001) / 1e6,
+                written.sha256
+            );
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Simulate {

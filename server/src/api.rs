@@ -7,6 +7,7 @@ pub mod extract;
 pub mod machines;
 pub mod os;
 pub mod registrations;
+pub mod rules;
 pub mod system;
 pub mod tokens;
 
@@ -36,6 +37,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
         (name = "agent", description = "Used by the agent in the netboot image"),
         (name = "machines", description = "Operator view and actions"),
         (name = "os", description = "The OS catalogue"),
+        (name = "rules", description = "Assignment rules: the server assigns an OS to new machines"),
         (name = "events", description = "The event log and live stream"),
         (name = "system", description = "Health and metrics"),
         (name = "auth", description = "Operator sessions and API tokens"),
@@ -134,6 +136,8 @@ pub fn router() -> ApiRoutes {
         .routes(routes!(registrations::reject))
         .routes(routes!(os::list, os::create))
         .routes(routes!(os::get, os::update, os::delete))
+        .routes(routes!(rules::list, rules::create))
+        .routes(routes!(rules::delete))
         .routes(routes!(events::stream))
         .routes(routes!(events::log))
         .routes(routes!(system::metrics))

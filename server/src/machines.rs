@@ -11,6 +11,7 @@ pub mod model;
 pub mod native;
 mod operations;
 mod registrations;
+pub mod rules;
 
 use std::sync::Arc;
 

@@ -13,6 +13,7 @@ pub mod events;
 pub mod machines;
 pub mod os;
 pub mod registrations;
+pub mod rules;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -101,6 +102,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("store/migrations/004_search.sql")),
         M::up(include_str!("store/migrations/005_identity.sql")),
         M::up(include_str!("store/migrations/006_native_install.sql")),
+        M::up(include_str!("store/migrations/007_rules.sql")),
     ])
 }
 

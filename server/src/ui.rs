@@ -8,6 +8,7 @@ pub mod login;
 pub mod machine;
 pub mod machines;
 pub mod os;
+pub mod rules;
 pub mod tokens;
 
 use axum::Router;
@@ -34,6 +35,7 @@ pub mod paths {
     pub const BULK_CONFIRM: &str = "/machines/bulk/confirm";
     pub const BULK_APPLY: &str = "/machines/bulk/apply";
     pub const OS: &str = "/os";
+    pub const RULES: &str = "/rules";
     pub const TOKENS: &str = "/tokens";
     pub const HTMX: &str = "/static/vendor/htmx-2.0.11/htmx.min.js";
     pub const APP_JS: &str = "/static/app.js";
@@ -82,6 +84,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route(paths::OS, get(os::page).post(os::create))
         .route("/os/{slug}", axum::routing::delete(os::delete))
+        .route(paths::RULES, get(rules::page).post(rules::create))
+        .route("/rules/{id}", axum::routing::delete(rules::delete))
         .route(paths::TOKENS, get(tokens::page).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route_layer(axum::middleware::from_fn_with_state(state, require_login))
@@ -162,6 +166,7 @@ pub fn layout(ctx: &Ctx, title: &str, body: Markup) -> Markup {
         (paths::DASHBOARD, "Dashboard", "dashboard"),
         (paths::MACHINES, "Machines", "machines"),
         (paths::OS, "OS images", "os"),
+        (paths::RULES, "Rules", "rules"),
         (paths::TOKENS, "API tokens", "tokens"),
     ];
     html! {

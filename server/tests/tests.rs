@@ -28,6 +28,8 @@ mod limits;
 mod machines;
 // The native install: plan, seed, written, phone-home, timeout.
 mod native;
+// Assignment rules: the server assigns an OS at registration.
+mod rules;
 // The checked-in OpenAPI document matches the code.
 mod openapi;
 // The OS catalogue.

@@ -95,6 +95,7 @@ impl Machines {
             .write(move |tx| -> Result<_> {
                 let report = &req.report;
                 let mut log = Log::new(now);
+                let mut is_new = false;
                 let id = match identity::find_existing(tx, &ident, report)? {
                     Some((existing, matched)) => {
                         let id = existing.id.clone();
@@ -235,6 +236,7 @@ impl Machines {
                             });
                         }
                         let id = uuid::Uuid::now_v7().to_string();
+                        is_new = true;
                         store::insert(tx, &id, &ident, State::Discovered, &hash, now)?;
                         held::set_boot_secret(tx, &id, &random_secret(32))?;
                         store::insert_report(tx, &id, &digest, &report_json, now)?;
@@ -251,6 +253,11 @@ impl Machines {
                 };
                 store::replace_nics(tx, &id, &nic_rows)?;
                 store::replace_disks(tx, &id, &disk_rows)?;
+                if is_new {
+                    // "The agent reports the hardware, and the server assigns an OS."
+                    let native = this.settings.installer == Installer::Native;
+                    super::rules::apply(tx, &mut log, &id, native)?;
+                }
                 let m = load(tx, &id)?;
                 let instruction = this.instruction_for(tx, &m)?;
                 let resp = RegisterResponse {

@@ -242,6 +242,12 @@ impl Catalogue {
                         "'{slug}' is built in; edit its image_url instead of deleting it"
                     )));
                 }
+                let rules = crate::store::rules::using_os(tx, &slug)?;
+                if rules > 0 {
+                    return Err(Error::Conflict(format!(
+                        "'{slug}' is assigned by {rules} assignment rule(s)"
+                    )));
+                }
                 let n = store::machines_using(tx, &slug)?;
                 if n > 0 {
                     return Err(Error::Conflict(format!(

@@ -387,6 +387,7 @@ mod tests {
             updated_at: at.clone(),
             last_seen_at: Some(at),
             written_at: None,
+            write_progress: None,
         }
     }
 
