@@ -172,11 +172,10 @@ pub fn write_image(
             io::copy(&mut d, &mut sink).map(|_| ())
         }
         ImageFormat::RawZst => {
-            let mut d = ruzstd::decoding::StreamingDecoder::new(BufReader::with_capacity(
+            let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
                 1 << 16,
                 &mut hashing,
             ))
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
             .map_err(&decode)?;
             io::copy(&mut d, &mut sink).map(|_| ())
         }
