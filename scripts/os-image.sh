@@ -8,7 +8,7 @@
 #                                  (also recorded in out/os-image.path for the tests)
 #   scripts/os-image.sh --rebuild  build again even when a cached image exists
 #
-# Needs root (loop devices, mount, chroot) and the machine's own apt sources (the packages
+# Needs root (loop devices, mount, chroot; it runs itself with sudo otherwise) and the machine's own apt sources (the packages
 # come from the mirror this machine uses). The result is cached outside the clone under
 # ${DRAGONFLY_CACHE_DIR:-~/.cache/dragonfly}/os-image/KEY, where KEY hashes this script and
 # the versions apt resolves for the image's main packages: same inputs, no rebuild.
@@ -28,7 +28,11 @@ esac
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "scripts/os-image.sh needs root (loop devices, mount, chroot)"
+if [ "$(id -u)" -ne 0 ]; then
+  # Loop devices, mount and chroot need root; the cache stays the calling user's.
+  export DRAGONFLY_CACHE_DIR=${DRAGONFLY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dragonfly}
+  exec sudo --preserve-env=DRAGONFLY_CACHE_DIR "$0" "$@"
+fi
 scripts/deps.sh os-image >&2
 
 packages=linux-image-cloud-amd64,systemd-sysv,udev,dbus,initramfs-tools,grub-pc-bin,grub-efi-amd64-bin,grub2-common,cloud-init,cloud-guest-utils,sudo,openssh-server,ifupdown,isc-dhcp-client,iproute2,netbase
@@ -76,7 +80,7 @@ mmdebstrap --quiet --variant=minbase --include="$packages" \
   --customize-hook='echo debian > "$1/etc/hostname"' \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
   --customize-hook='printf "%s\n" "datasource_list: [ NoCloud, None ]" "ssh_genkeytypes: [ ed25519 ]" > "$1/etc/cloud/cloud.cfg.d/90-dragonfly.cfg"' \
-  --customize-hook='printf "%s\n" "GRUB_TIMEOUT=1" "GRUB_CMDLINE_LINUX=\"console=tty0 console=ttyS0,115200n8\"" "GRUB_TERMINAL=\"console serial\"" "GRUB_SERIAL_COMMAND=\"serial --speed=115200\"" >> "$1/etc/default/grub"' \
+  --customize-hook='printf "%s\n" "GRUB_TIMEOUT=1" "GRUB_RECORDFAIL_TIMEOUT=1" "GRUB_CMDLINE_LINUX=\"console=tty0 console=ttyS0,115200n8\"" "GRUB_TERMINAL=\"console serial\"" "GRUB_SERIAL_COMMAND=\"serial --speed=115200\"" >> "$1/etc/default/grub"' \
   bookworm "$work/root" "${mirrors[@]}" >&2
 
 say "[2/5] 1 GiB GPT disk: BIOS boot, EFI system, root"
