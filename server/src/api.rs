@@ -8,6 +8,7 @@ pub mod machines;
 pub mod os;
 pub mod registrations;
 pub mod rules;
+pub mod settings;
 pub mod system;
 pub mod tokens;
 
@@ -38,6 +39,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
         (name = "machines", description = "Operator view and actions"),
         (name = "os", description = "The OS catalogue"),
         (name = "rules", description = "Assignment rules: the server assigns an OS to new machines"),
+        (name = "settings", description = "Settings operators change at run time"),
         (name = "events", description = "The event log and live stream"),
         (name = "system", description = "Health and metrics"),
         (name = "auth", description = "Operator sessions and API tokens"),
@@ -138,6 +140,7 @@ pub fn router() -> ApiRoutes {
         .routes(routes!(os::get, os::update, os::delete))
         .routes(routes!(rules::list, rules::create))
         .routes(routes!(rules::delete))
+        .routes(routes!(settings::get_ssh_keys, settings::put_ssh_keys))
         .routes(routes!(events::stream))
         .routes(routes!(events::log))
         .routes(routes!(system::metrics))

@@ -785,6 +785,17 @@ impl Config {
 fn read_ssh_keys(path: &Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--ssh-authorized-keys {}", path.display()))?;
+    parse_ssh_keys(&text)
+        .map_err(|e| anyhow::anyhow!("--ssh-authorized-keys {}: {e}", path.display()))
+}
+
+/// Most SSH keys a server keeps (file and stored ones each).
+pub const MAX_SSH_KEYS: usize = 100;
+
+/// The public keys of an authorized_keys text: blank lines and comments skipped, each line
+/// checked for a key type and a base64 body, at most [`MAX_SSH_KEYS`]. The error names the
+/// line.
+pub fn parse_ssh_keys(text: &str) -> Result<Vec<String>, String> {
     let mut keys = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -796,20 +807,19 @@ fn read_ssh_keys(path: &Path) -> anyhow::Result<Vec<String>> {
         let body = parts.next().unwrap_or_default();
         let known =
             kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
-        if !known || body.len() < 16 || line.len() > 16 * 1024 {
-            bail!(
-                "--ssh-authorized-keys {} line {}: not a public key (expected e.g. \"ssh-ed25519 AAAA... comment\")",
-                path.display(),
+        let base64 = body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='));
+        if !known || body.len() < 16 || !base64 || line.len() > 16 * 1024 {
+            return Err(format!(
+                "line {}: not a public key (expected e.g. \"ssh-ed25519 AAAA... comment\")",
                 n + 1
-            );
+            ));
         }
         keys.push(line.to_string());
     }
-    if keys.len() > 100 {
-        bail!(
-            "--ssh-authorized-keys {}: more than 100 keys",
-            path.display()
-        );
+    if keys.len() > MAX_SSH_KEYS {
+        return Err(format!("more than {MAX_SSH_KEYS} keys"));
     }
     Ok(keys)
 }

@@ -14,6 +14,7 @@ pub mod machines;
 pub mod os;
 pub mod registrations;
 pub mod rules;
+pub mod settings;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -103,6 +104,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("store/migrations/005_identity.sql")),
         M::up(include_str!("store/migrations/006_native_install.sql")),
         M::up(include_str!("store/migrations/007_rules.sql")),
+        M::up(include_str!("store/migrations/008_settings.sql")),
     ])
 }
 

@@ -36,6 +36,7 @@ pub mod paths {
     pub const BULK_APPLY: &str = "/machines/bulk/apply";
     pub const OS: &str = "/os";
     pub const RULES: &str = "/rules";
+    pub const SSH_KEYS: &str = "/os/ssh-keys";
     pub const TOKENS: &str = "/tokens";
     pub const HTMX: &str = "/static/vendor/htmx-2.0.11/htmx.min.js";
     pub const APP_JS: &str = "/static/app.js";
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             post(machine::decide_held),
         )
         .route(paths::OS, get(os::page).post(os::create))
+        .route(paths::SSH_KEYS, post(os::save_ssh_keys))
         .route("/os/{slug}", axum::routing::delete(os::delete))
         .route(paths::RULES, get(rules::page).post(rules::create))
         .route("/rules/{id}", axum::routing::delete(rules::delete))

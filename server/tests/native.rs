@@ -362,3 +362,49 @@ async fn a_system_that_never_reports_fails_after_the_first_boot_timeout() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn stored_ssh_keys_join_the_file_keys_in_every_plan() {
+    let s = native_server(false).await;
+    let keys = expect_json(s.get("/api/v1/settings/ssh-keys").await, StatusCode::OK).await;
+    assert_eq!(keys["from_file"].as_array().unwrap().len(), 1);
+    assert_eq!(keys["stored"], json!([]));
+    let bad = s
+        .put(
+            "/api/v1/settings/ssh-keys",
+            json!({"authorized_keys": "# ops\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIStoredKey1 a@b\nnot a key\n"}),
+        )
+        .await;
+    let e = expect_error(
+        bad,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_value",
+        Some("authorized_keys"),
+    )
+    .await;
+    assert!(e["message"].as_str().unwrap().contains("line 3"), "{e}");
+    let put = s
+        .put(
+            "/api/v1/settings/ssh-keys",
+            json!({"authorized_keys": "# ops\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIStoredKey1 stored@ops\n"}),
+        )
+        .await;
+    let keys = expect_json(put, StatusCode::OK).await;
+    assert_eq!(
+        keys["stored"],
+        json!(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIStoredKey1 stored@ops"])
+    );
+    add_os(&s, "lab-debian", "raw.zst", Some(SHA)).await;
+    let (_, _, plan) = assigned(&s, 6, "lab-debian").await;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(plan["seed"]["user_data"].as_str().unwrap()).unwrap();
+    let keys: Vec<&str> = doc["ssh_authorized_keys"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys[0].ends_with("ops@lab"));
+    assert!(keys[1].ends_with("stored@ops"));
+}

@@ -1,5 +1,6 @@
 //! The native install in real QEMU, real all the way: a VM PXE-boots the Dragonfly image,
-//! registers, gets an OS assigned through the API, and its agent writes a real Debian 12
+//! registers, gets an OS assigned (BIOS: through the API; UEFI: by an assignment rule at
+//! registration), and its agent writes a real Debian 12
 //! cloud image (built from Debian packages by `scripts/os-image.sh`, served by the server
 //! from its image directory) to the VM's disk with a cloud-init seed; the VM reboots, its
 //! firmware is sent to the disk, GRUB boots Debian, cloud-init sets the assigned hostname,
@@ -20,6 +21,9 @@ use serde_json::{Value, json};
 
 /// PXE + write + reboot + first boot under TCG on a loaded 2-core machine.
 const INSTALL: Duration = Duration::from_secs(900);
+
+/// At most two VMs at once: each has one vCPU, the machine two cores.
+static VMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGRyYWdvbmZseS1lMmUtdGVzdC1rZXktMDAwMDAwMDAh dragonfly-e2e@lab";
 
 /// The OS image scripts/os-image.sh built (its directory is recorded in out/os-image.path).
@@ -107,8 +111,29 @@ fn event_time(m: &Value, kind: &str) -> Option<String> {
         .map(|e| e["at"].as_str().unwrap_or_default().to_string())
 }
 
-async fn install(name: &str, id: Identity, uefi: bool) {
+/// How the OS gets assigned.
+#[derive(PartialEq)]
+enum By {
+    /// An operator, through the API, after registration (with a hostname set first).
+    Api,
+    /// An assignment rule matching the VM's MAC, at registration.
+    Rule,
+}
+
+async fn install(name: &str, id: Identity, uefi: bool, by: By) {
+    let _slot = VMS.acquire().await.unwrap();
     let (s, _boot) = server().await;
+    if by == By::Rule {
+        let prefix = &id.mac[..14];
+        let r = s
+            .post(
+                "/api/v1/rules",
+                json!({"name": "lab VMs", "mac_prefix": prefix, "os": "lab-debian-12",
+                       "disk_rule": "smallest"}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
     let started = Instant::now();
     // A 4 GiB disk: the 1 GiB image, room for growpart, the seed at the end.
     let mut vm = Vm::boot(&s, &id, uefi, 4 << 30, 1024);
@@ -118,21 +143,38 @@ async fn install(name: &str, id: Identity, uefi: bool) {
     };
     let machine = m["id"].as_str().unwrap().to_string();
     let registered = started.elapsed();
-    let hostname = format!("{name}-node");
-    let r = s
-        .patch(
-            &format!("/api/v1/machines/{machine}"),
-            json!({"hostname": hostname}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    let r = s
-        .post(
-            &format!("/api/v1/machines/{machine}/assign"),
-            json!({"os": "lab-debian-12", "target_disk": {"serial": id.disk}}),
-        )
-        .await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let hostname = match by {
+        By::Api => {
+            let hostname = format!("{name}-node");
+            let r = s
+                .patch(
+                    &format!("/api/v1/machines/{machine}"),
+                    json!({"hostname": hostname}),
+                )
+                .await;
+            assert_eq!(r.status(), 200);
+            let r = s
+                .post(
+                    &format!("/api/v1/machines/{machine}/assign"),
+                    json!({"os": "lab-debian-12", "target_disk": {"serial": id.disk}}),
+                )
+                .await;
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+            hostname
+        }
+        By::Rule => {
+            // Assigned in the registration itself, on the only disk; the machine's default
+            // hostname comes from its boot MAC.
+            assert_eq!(m["state"], "assigned", "{m}");
+            assert_eq!(m["target_disk"], json!({"serial": id.disk}));
+            let events = s.machine(&machine).await["events"].to_string();
+            assert!(
+                events.contains("rule 'lab VMs' assigned lab-debian-12"),
+                "{events}"
+            );
+            format!("node-{}", id.mac.replace(':', ""))
+        }
+    };
     let assigned = started.elapsed();
 
     // Polled by hand (not `wait_for`) to note when the image was written.
@@ -217,12 +259,13 @@ async fn bios_pxe_to_an_installed_debian_that_phones_home() {
             disk: "E2E-INST-BIOS-DISK",
         },
         false,
+        By::Api,
     )
     .await;
 }
 
 #[tokio::test]
-async fn uefi_pxe_to_an_installed_debian_that_phones_home() {
+async fn uefi_pxe_to_an_installed_debian_assigned_by_a_rule() {
     install(
         "uefi",
         Identity {
@@ -232,6 +275,95 @@ async fn uefi_pxe_to_an_installed_debian_that_phones_home() {
             disk: "E2E-INST-UEFI-DISK",
         },
         true,
+        By::Rule,
     )
     .await;
+}
+
+async fn state_of(s: &Server, machine: &str, wanted: &str) -> Value {
+    let deadline = Instant::now() + INSTALL;
+    loop {
+        let m = s.machine(machine).await;
+        if m["state"] == wanted || Instant::now() > deadline {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The failures an operator must be told about, in a real VM: a disk too small is refused
+/// before anything is written; a wrong checksum fails after the download with the disk's
+/// first MiB as it was (zeros here); the agent stays in the Dragonfly image, awaiting the
+/// operator, and takes the next assignment.
+#[tokio::test]
+async fn a_too_small_disk_and_a_wrong_checksum_fail_with_the_reason_and_write_nothing_bootable() {
+    let _slot = VMS.acquire().await.unwrap();
+    let (s, _boot) = server().await;
+    let (_, sha, _) = os_image();
+    for (slug, sum, size) in [
+        ("too-big", sha.clone(), 4u64 << 30),
+        ("bad-sum", "0".repeat(64), 1u64 << 30),
+    ] {
+        let r = s
+            .post(
+                "/api/v1/os",
+                json!({"slug": slug, "name": slug, "family": "debian", "version": "12",
+                       "image_url": "/images/debian-12.raw.zst", "format": "raw.zst",
+                       "sha256": sum, "size_bytes": size}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    let id = Identity {
+        mac: "52:54:00:e2:fa:01",
+        serial: "E2E-INST-FAIL",
+        uuid: "e2e0fa01-0000-4000-8000-000000000001",
+        disk: "E2E-INST-FAIL-DISK",
+    };
+    // 2 GiB: room for the 1 GiB image, not for the 4 GiB one the first entry claims.
+    let mut vm = Vm::boot(&s, &id, false, 2 << 30, 1024);
+    let m = match wait_for(INSTALL, "registration", || machine_by_mac(&s, id.mac)).await {
+        Ok(m) => m,
+        Err(e) => panic!("{e}\nconsole:\n{}", vm.console_tail()),
+    };
+    let machine = m["id"].as_str().unwrap().to_string();
+
+    let r = s
+        .post(
+            &format!("/api/v1/machines/{machine}/assign"),
+            json!({"os": "too-big", "target_disk": {"serial": id.disk}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let m = state_of(&s, &machine, "failed").await;
+    let why = m["status_message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        why.contains("holds 2147483648 bytes; the image needs 4294967296"),
+        "{m}\nconsole:\n{}",
+        vm.console_tail()
+    );
+
+    let r = s
+        .post(
+            &format!("/api/v1/machines/{machine}/reimage"),
+            json!({"os": "bad-sum"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let m = state_of(&s, &machine, "failed").await;
+    let why = m["status_message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        why.contains("checksum mismatch") && why.contains("first MiB was left as it was"),
+        "{m}\nconsole:\n{}",
+        vm.console_tail()
+    );
+    assert!(m["written_at"].is_null(), "{m}");
+    // The whole image went to the disk but its first MiB: no partition table, no boot code.
+    let mut head = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut std::fs::File::open(vm.disk()).unwrap(), &mut head).unwrap();
+    assert!(
+        head.iter().all(|b| *b == 0),
+        "the disk's first MiB was written"
+    );
+    vm.kill("install-failures").await;
 }

@@ -18,6 +18,7 @@ pub struct Identity {
 
 pub struct Vm {
     child: tokio::process::Child,
+    disk: PathBuf,
     serial: PathBuf,
     stderr: PathBuf,
     accel: &'static str,
@@ -87,11 +88,17 @@ impl Vm {
             .expect("qemu-system-x86_64 (scripts/deps.sh netboot)");
         Vm {
             child,
+            disk,
             serial,
             stderr,
             accel,
             _dir: dir,
         }
+    }
+
+    /// The VM's disk image (raw, sparse).
+    pub fn disk(&self) -> &std::path::Path {
+        &self.disk
     }
 
     /// Everything the serial console printed so far.

@@ -122,7 +122,63 @@ fn absolute(base_url: &str, url: &str) -> String {
     }
 }
 
+/// The settings key of the SSH keys operators keep in the database.
+const SSH_KEYS: &str = "ssh_authorized_keys";
+
+/// The SSH keys every native install gets: those of `--ssh-authorized-keys` and those an
+/// operator stored.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct SshKeys {
+    /// Keys from the server's `--ssh-authorized-keys` file (read-only here).
+    pub from_file: Vec<String>,
+    /// Keys operators keep through the API or the UI, one per entry.
+    pub stored: Vec<String>,
+}
+
+/// New stored keys: an authorized_keys text (at most 100 keys, comments allowed; the
+/// request body is at most 64 KiB).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshKeysInput {
+    #[schema(max_length = 60000)]
+    pub authorized_keys: String,
+}
+
+fn stored_keys(conn: &Connection) -> std::result::Result<Vec<String>, crate::store::StoreError> {
+    Ok(crate::store::settings::get(conn, SSH_KEYS)?
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default())
+}
+
 impl Machines {
+    pub async fn ssh_keys(&self) -> Result<SshKeys> {
+        let stored = self.db.read(stored_keys).await?;
+        Ok(SshKeys {
+            from_file: self.settings.ssh_keys.clone(),
+            stored,
+        })
+    }
+
+    pub async fn set_ssh_keys(&self, input: SshKeysInput) -> Result<SshKeys> {
+        if input.authorized_keys.chars().count() > 60_000 {
+            return Err(Error::invalid(
+                "authorized_keys",
+                "longer than 60000 characters",
+            ));
+        }
+        let keys = crate::config::parse_ssh_keys(&input.authorized_keys)
+            .map_err(|e| Error::invalid("authorized_keys", e))?;
+        let now = self.clock.now_ms();
+        let text = keys.join("\n");
+        self.db
+            .write(move |tx| -> Result<()> {
+                crate::store::settings::set(tx, SSH_KEYS, &text, now)?;
+                Ok(())
+            })
+            .await?;
+        self.ssh_keys().await
+    }
+
     /// The `install` instruction for an assigned machine, with this install's one-time token
     /// (made on first use, kept until the install ends).
     pub(super) fn install_plan(&self, conn: &Connection, m: &MachineRow) -> Result<Instruction> {
@@ -165,14 +221,11 @@ impl Machines {
             .clone()
             .unwrap_or_else(|| format!("node-{}", m.boot_mac.replace(':', "")));
         let phone_home = format!("{base}/api/v1/phone-home/{token}");
+        let mut keys = self.settings.ssh_keys.clone();
+        keys.extend(stored_keys(conn)?);
         let seed = Seed {
             instance_id: format!("dragonfly-{}", &token_hash(&token)[..16]),
-            user_data: user_data(
-                os.user_data.as_deref(),
-                &hostname,
-                &self.settings.ssh_keys,
-                &phone_home,
-            )?,
+            user_data: user_data(os.user_data.as_deref(), &hostname, &keys, &phone_home)?,
             hostname,
             boot_mac: Some(m.boot_mac.clone()),
         };

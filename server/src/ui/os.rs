@@ -8,15 +8,19 @@ use serde::Deserialize;
 
 use super::{Ctx, UiResult, UiResultExt, hx_redirect, layout, paths};
 use crate::auth::Principal;
+use crate::machines::Machines;
 use crate::machines::catalogue::{Catalogue, OsInput};
+use crate::machines::native::SshKeysInput;
 
 pub async fn page(
     State(catalogue): State<Catalogue>,
+    State(machines): State<Machines>,
     axum::Extension(p): axum::Extension<Principal>,
     headers: HeaderMap,
 ) -> UiResult {
     let ctx = Ctx::new(&p, "os");
     let list = catalogue.list().await.ui(&headers)?;
+    let keys = machines.ssh_keys().await.ui(&headers)?;
     let body = html! {
         h1 { "OS images" }
         p.muted { "Operators assign these to machines. Built-in entries can be pointed at a local mirror through the API "
@@ -45,6 +49,13 @@ pub async fn page(
                 p { label for="sha256" { "SHA-256 of the file" } br; input #sha256 name="sha256" pattern="[0-9a-fA-F]{64}" placeholder="required for native installs"; }
             }
             button type="submit" { "Add" }
+        }
+        h2 { "SSH keys of native installs" }
+        form.panel #ssh-keys-form hx-post=(paths::SSH_KEYS) {
+            p.muted { "Every natively installed machine gets these public keys for its image's default user (authorized_keys format, one per line)."
+                @if !keys.from_file.is_empty() { " Also " (keys.from_file.len()) " key(s) from the server's " code { "--ssh-authorized-keys" } " file." } }
+            textarea #ssh-keys name="authorized_keys" rows="4" placeholder="ssh-ed25519 AAAA… ops@example" { (keys.stored.join("\n")) }
+            p { button type="submit" { "Save keys" } }
         }
     };
     Ok(layout(&ctx, "OS images", body).into_response())
@@ -85,6 +96,23 @@ pub async fn create(
         user_data: None,
     };
     catalogue.create(input).await.ui(&headers)?;
+    Ok(hx_redirect(paths::OS))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeysForm {
+    authorized_keys: String,
+}
+
+pub async fn save_ssh_keys(
+    State(machines): State<Machines>,
+    headers: HeaderMap,
+    axum::Form(f): axum::Form<KeysForm>,
+) -> UiResult {
+    let input = SshKeysInput {
+        authorized_keys: f.authorized_keys,
+    };
+    machines.set_ssh_keys(input).await.ui(&headers)?;
     Ok(hx_redirect(paths::OS))
 }
 
