@@ -42,6 +42,7 @@ pub async fn create(
     params(("id" = i64, Path, description = "Rule id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not a 64-bit integer", body = ErrorBody),
         (status = 404, description = "No such rule", body = ErrorBody),
     )
 )]
