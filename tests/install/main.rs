@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dragonfly::config::Installer;
-use dragonfly_e2e::qemu::{Identity, Vm};
+use dragonfly_e2e::qemu::{Identity, Vm, machine_by_mac};
 use dragonfly_e2e::{Server, wait_for, workspace};
 use serde_json::{Value, json};
 
@@ -87,20 +87,6 @@ async fn server() -> (Server, tempfile::TempDir) {
         .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     (s, boot)
-}
-
-async fn machine_by_mac(s: &Server, mac: &str) -> Option<Value> {
-    let page: Value = s
-        .get(&format!("/api/v1/machines?q={mac}"))
-        .await
-        .json()
-        .await
-        .ok()?;
-    page["items"]
-        .as_array()?
-        .iter()
-        .find(|m| m["boot_mac"] == mac)
-        .cloned()
 }
 
 fn event_time(m: &Value, kind: &str) -> Option<String> {

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use dragonfly_e2e::qemu::{Identity, Vm};
+use dragonfly_e2e::qemu::{Identity, Vm, machine_by_mac};
 use dragonfly_e2e::{Server, wait_for as eventually, workspace};
 use serde_json::{Value, json};
 
@@ -23,24 +23,6 @@ const BOOT: Duration = Duration::from_secs(240);
 
 fn boot_vm(server: &Server, id: &Identity, uefi: bool) -> Vm {
     Vm::boot(server, id, uefi, 1 << 30, 768)
-}
-
-async fn machine_by_mac(s: &Server, mac: &str) -> Option<Value> {
-    let page: Value = s
-        .client
-        .get(format!("{}/api/v1/machines", s.url))
-        .query(&[("q", mac)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    page["items"]
-        .as_array()?
-        .iter()
-        .find(|m| m["boot_mac"] == mac)
-        .cloned()
 }
 
 /// Waits until the machine fetched its HookOS script (the hand-over to Tinkerbell).

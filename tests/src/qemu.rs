@@ -135,6 +135,25 @@ impl Vm {
     }
 }
 
+/// The machine a VM registered as (found by its boot MAC), once it has.
+pub async fn machine_by_mac(s: &Server, mac: &str) -> Option<serde_json::Value> {
+    let page: serde_json::Value = s
+        .client
+        .get(format!("{}/api/v1/machines", s.url))
+        .query(&[("q", mac)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    page["items"]
+        .as_array()?
+        .iter()
+        .find(|m| m["boot_mac"] == mac)
+        .cloned()
+}
+
 /// KVM only when the CPU offers virtualisation (a `vmx` or `svm` flag) and a probe VM really
 /// runs: on machines where `/dev/kvm` exists without them, a KVM guest starts but never prints
 /// anything, and the probe alone cannot tell. `DRAGONFLY_E2E_ACCEL=tcg|kvm` overrides.
