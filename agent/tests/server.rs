@@ -85,7 +85,7 @@ impl Drop for Server {
 
 /// The agent binary in dry-run mode (it never reboots or kexecs this machine), reading the
 /// QEMU fixture tree instead of this machine's.
-fn start_agent(url: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
+fn start_agent(url: &str) -> (Running, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dragonfly-agent"))
         .env_remove("DRAGONFLY_URL")
         .args(["--server", url, "--dry-run", "--root"])
@@ -101,12 +101,21 @@ fn start_agent(url: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
             let _ = tx.send(line);
         }
     });
-    (child, rx)
+    (Running(child), rx)
 }
 
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// The agent process, killed when dropped: a failing assertion leaves nothing running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stop(agent: Running) {
+    drop(agent);
 }
 
 /// Polls the server until one machine is listed; returns when (or panics at `deadline`).
