@@ -13,8 +13,8 @@
 set -euo pipefail
 
 # fdisk (sfdisk) and mtools check what the native install writes, independently of the
-# crates that wrote it
-want=(musl-tools pkg-config fdisk mtools)
+# crates that wrote it; qemu-img makes the qcow2 images the agent's tests convert
+want=(musl-tools pkg-config fdisk mtools qemu-utils)
 for group in "$@"; do
 case "$group" in
   bench) want+=(wrk hyperfine time curl) ;;

@@ -87,6 +87,11 @@ victim_token="$(curl -fsS -H "Authorization: Bearer $token" -H 'content-type: ap
 curl -fsS -o /dev/null -H "Authorization: Bearer $token" -H 'content-type: application/json' \
   -d '{"slug":"to-be-deleted","name":"Victim","family":"debian","version":"1","image_url":"http://mirror.invalid/x.img"}' \
   "$url/api/v1/os"
+# A checksum refresh fetches the entry's checksum_url: only ever this entry's, a closed port on
+# loopback (so the answer is a documented 502), never a URL a generated PUT wrote elsewhere.
+curl -fsS -o /dev/null -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+  -d '{"slug":"refresh-target","name":"Refresh","family":"debian","version":"1","image_url":"http://mirror.invalid/x.img","checksum_url":"http://127.0.0.1:9/SUMS"}' \
+  "$url/api/v1/os"
 
 # Operator requests carry the API token, heartbeats the last machine's agent token (without
 # the long poll, which holds a request up to 60 s by design). Requests for one machine or OS
@@ -133,6 +138,10 @@ parameters = { "path.slug" = "debian-12" }
 include-path = "/api/v1/os/{slug}"
 include-method = "DELETE"
 parameters = { "path.slug" = "to-be-deleted" }
+
+[[operations]]
+include-path = "/api/v1/os/{slug}/refresh"
+parameters = { "path.slug" = "refresh-target" }
 TOML
 
 # GET /api/v1/events is the live event stream: it never ends, so it is left out.

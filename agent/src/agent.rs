@@ -524,7 +524,7 @@ impl<H: Host> Agent<H> {
             Ok(s) => s,
             Err(e) => return self.install_failed(token, format!("download failed: {e}")),
         };
-        let total = plan.image.size;
+        let file_len = source.length();
         let client = self.client.clone();
         let tag = self.opts.tag.clone();
         let mut progress = |p: WriteProgress| {
@@ -553,11 +553,10 @@ impl<H: Host> Agent<H> {
         let started = std::time::Instant::now();
         let written = match install::write_image(
             &mut source,
-            plan.image.format,
-            &plan.image.sha256,
+            &plan.image,
+            file_len,
             &device,
             disk.size_bytes,
-            total,
             &mut progress,
         ) {
             Ok(w) => w,
@@ -580,12 +579,12 @@ impl<H: Host> Agent<H> {
             token,
             Phase::Written,
             format!(
-                "wrote {} MiB to {} in {secs:.0} s ({:.1} MB/s), SHA-256 {} verified, seed added{}; \
+                "wrote {} MiB to {} in {secs:.0} s ({:.1} MB/s), {} verified, seed added{}; \
                  rebooting into the installed system",
                 written.written >> 20,
                 disk.name,
                 written.written as f64 / secs.max(0.001) / 1e6,
-                written.sha256,
+                written.checksum,
                 match source.resumes() {
                     0 => String::new(),
                     n => format!(", download resumed {n} times"),

@@ -67,12 +67,15 @@ enum Command {
         /// http URL of the image file.
         #[arg(long)]
         url: String,
-        /// raw, raw.gz, raw.xz or raw.zst.
+        /// raw, raw.gz, raw.xz, raw.zst or qcow2.
         #[arg(long, value_parser = parse_format)]
         format: dragonfly_proto::ImageFormat,
-        /// SHA-256 of the file as published (hex).
+        /// SHA-256 of the file as published (hex); this or --sha512 is required.
+        #[arg(long, required_unless_present = "sha512")]
+        sha256: Option<String>,
+        /// SHA-512 of the file as published (hex).
         #[arg(long)]
-        sha256: String,
+        sha512: Option<String>,
         /// The block device (or an existing file) to write.
         #[arg(long, value_name = "PATH")]
         device: PathBuf,
@@ -107,6 +110,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             url,
             format,
             sha256,
+            sha512,
             device,
         }) => {
             let size = std::fs::File::open(&device)
@@ -123,12 +127,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let started = std::time::Instant::now();
             let written = dragonfly_agent::install::write_image(
                 &mut source,
-                format,
-                &sha256,
+                &dragonfly_proto::ImageSource {
+                    url: url.clone(),
+                    format,
+                    sha256,
+                    sha512,
+                    size: None,
+                },
+                total,
                 &device,
                 // No seed is added here: the whole device is the image's.
                 size + dragonfly_agent::install::SEED_BYTES,
-                None,
                 &mut |p| {
                     log!(
                         "written {} MiB at {:.1} MB/s",
@@ -140,13 +149,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?;
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "wrote {} bytes ({} downloaded of {}) to {} in {secs:.2} s ({:.1} MB/s); SHA-256 {} verified",
+                "wrote {} bytes ({} downloaded of {}) to {} in {secs:.2} s ({:.1} MB/s); {} verified",
                 written.written,
                 written.downloaded,
                 total.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
                 device.display(),
                 written.written as f64 / secs.max(0.001) / 1e6,
-                written.sha256
+                written.checksum
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -77,8 +77,29 @@ fn encode(raw: &[u8], format: ImageFormat) -> Vec<u8> {
             lzma_rs::xz_compress(&mut BufReader::new(raw), &mut out).unwrap();
             out
         }
-        ImageFormat::Qcow2 => unreachable!(),
+        ImageFormat::Qcow2 => qcow2(raw, &["-c"]),
     }
+}
+
+/// `raw` as a qcow2 file made by QEMU's own qemu-img, with its `options`.
+fn qcow2(raw: &[u8], options: &[&str]) -> Vec<u8> {
+    let dir = TempDir::new("qcow2");
+    let from = dir.path().join("in.raw");
+    let to = dir.path().join("out.qcow2");
+    std::fs::write(&from, raw).unwrap();
+    let out = Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .args(options)
+        .arg(&from)
+        .arg(&to)
+        .output()
+        .expect("qemu-img (scripts/deps.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&to).unwrap()
 }
 
 /// A file server on loopback with Range support; it can drop the first connections after
@@ -178,15 +199,17 @@ fn write(
         .map_err(|e| InstallError::Download(e.to_string()))?
         .with_pause(Duration::from_millis(10));
     let mut reports = 0;
-    install::write_image(
-        &mut source,
+    let image = ImageSource {
+        url: url.to_string(),
         format,
-        sha,
-        disk,
-        DISK,
-        Some(IMAGE),
-        &mut |_| reports += 1,
-    )
+        sha256: Some(sha.to_string()),
+        sha512: None,
+        size: Some(IMAGE),
+    };
+    let file_len = source.length();
+    install::write_image(&mut source, &image, file_len, disk, DISK, &mut |_| {
+        reports += 1
+    })
 }
 
 fn sfdisk_json(disk: &Path) -> serde_json::Value {
@@ -204,7 +227,7 @@ fn sfdisk_json(disk: &Path) -> serde_json::Value {
 }
 
 #[test]
-fn every_streamable_format_lands_byte_for_byte_with_a_seed_at_the_end() {
+fn every_format_lands_byte_for_byte_with_a_seed_at_the_end() {
     let dir = TempDir::new("install-formats");
     let raw = image(&dir);
     for format in [
@@ -212,6 +235,7 @@ fn every_streamable_format_lands_byte_for_byte_with_a_seed_at_the_end() {
         ImageFormat::RawGz,
         ImageFormat::RawZst,
         ImageFormat::RawXz,
+        ImageFormat::Qcow2,
     ] {
         let file = encode(&raw, format);
         let server = FileServer::start(file.clone(), 0, 0);
@@ -349,7 +373,8 @@ fn plan(disk: DiskSelector, size: Option<u64>, format: ImageFormat) -> InstallPl
         image: ImageSource {
             url: "http://127.0.0.1:1/x".into(),
             format,
-            sha256: "0".repeat(64),
+            sha256: Some("0".repeat(64)),
+            sha512: None,
             size,
         },
         disk,
@@ -397,14 +422,6 @@ fn the_disk_is_chosen_by_serial_or_wwn_and_checked_before_writing() {
         e.contains("disk vda holds 4294967296 bytes; the image needs 4294967296"),
         "{e}"
     );
-
-    let qcow = plan(
-        DiskSelector::Serial("OS-DISK".into()),
-        None,
-        ImageFormat::Qcow2,
-    );
-    let e = install::preflight(&qcow, &disks).unwrap_err().to_string();
-    assert!(e.contains("qcow2 images are not supported"), "{e}");
 }
 
 #[test]
@@ -416,4 +433,158 @@ fn an_image_larger_than_the_disk_stops_before_the_seed_area() {
     let err = write(&server.url, ImageFormat::Raw, &sha256(&raw), &disk).unwrap_err();
     assert!(matches!(err, InstallError::Overflow { .. }), "{err}");
     let _ = Read::bytes(std::io::empty()).count();
+}
+
+/// The first MiB of the test disk still holds its pattern.
+fn first_mib_untouched(disk: &Path) -> bool {
+    std::fs::read(disk).unwrap()[..1 << 20]
+        .iter()
+        .all(|b| *b == 0xAB)
+}
+
+#[test]
+fn qcow2_images_of_every_kind_qemu_writes_convert_byte_for_byte() {
+    let dir = TempDir::new("install-qcow2");
+    let raw = image(&dir);
+    // Uncompressed with small clusters (many L2 tables), version 2, zlib and zstd
+    // compressed clusters, and large clusters.
+    for options in [
+        &["-o", "cluster_size=4096"][..],
+        &["-o", "compat=0.10"][..],
+        &["-c", "-o", "compression_type=zlib"][..],
+        &["-c", "-o", "compression_type=zstd"][..],
+        &["-o", "cluster_size=2M"][..],
+    ] {
+        let file = qcow2(&raw, options);
+        // The first connection drops after 1 MiB: the spool resumes like any download.
+        let server = FileServer::start(file.clone(), 1, 1 << 20);
+        let disk = disk(&dir);
+        let w = write(&server.url, ImageFormat::Qcow2, &sha256(&file), &disk)
+            .unwrap_or_else(|e| panic!("{options:?}: {e}"));
+        assert_eq!(w.written, IMAGE, "{options:?}");
+        assert_eq!(w.downloaded, file.len() as u64, "{options:?}");
+        assert_eq!(server.ranges.load(Ordering::Relaxed), 1, "{options:?}");
+        let written = std::fs::read(&disk).unwrap();
+        assert!(
+            written[..IMAGE as usize] == raw[..],
+            "{options:?}: the image differs on disk"
+        );
+    }
+}
+
+#[test]
+fn a_qcow2_with_a_wrong_checksum_leaves_the_first_mib_as_it_was() {
+    let dir = TempDir::new("install-qcow2-sum");
+    let file = qcow2(&image(&dir), &["-c"]);
+    let server = FileServer::start(file, 0, 0);
+    let disk = disk(&dir);
+    let err = write(&server.url, ImageFormat::Qcow2, &"0".repeat(64), &disk).unwrap_err();
+    assert!(matches!(err, InstallError::Checksum { .. }), "{err}");
+    assert!(first_mib_untouched(&disk));
+}
+
+#[test]
+fn a_qcow2_that_cannot_be_converted_here_is_refused_before_writing() {
+    let dir = TempDir::new("install-qcow2-refused");
+    // A virtual disk that, with its spool, does not fit the 64 MiB disk: refused from the
+    // header and the download's length, before anything is written.
+    let big = qcow2(&vec![0u8; 60 << 20], &[]);
+    let server = FileServer::start(big.clone(), 0, 0);
+    let disk = disk(&dir);
+    let err = write(&server.url, ImageFormat::Qcow2, &sha256(&big), &disk).unwrap_err();
+    assert!(matches!(err, InstallError::TooSmall { .. }), "{err}");
+    assert!(first_mib_untouched(&disk));
+
+    // A backing file (an overlay) is refused by name.
+    let base = dir.path().join("base.qcow2");
+    std::fs::write(&base, qcow2(&image(&dir), &[])).unwrap();
+    let top = dir.path().join("top.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(&base)
+        .arg(&top)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let overlay = std::fs::read(&top).unwrap();
+    let server = FileServer::start(overlay.clone(), 0, 0);
+    let err = write(&server.url, ImageFormat::Qcow2, &sha256(&overlay), &disk).unwrap_err();
+    assert!(err.to_string().contains("backing file"), "{err}");
+    assert!(first_mib_untouched(&disk));
+
+    // Not a qcow2 at all.
+    let raw = image(&dir);
+    let server = FileServer::start(raw.clone(), 0, 0);
+    let err = write(&server.url, ImageFormat::Qcow2, &sha256(&raw), &disk).unwrap_err();
+    assert!(err.to_string().contains("not a qcow2 file"), "{err}");
+    assert!(first_mib_untouched(&disk));
+}
+
+#[test]
+fn a_sha512_alone_verifies_the_image_and_a_wrong_one_fails() {
+    let dir = TempDir::new("install-sha512");
+    let raw = image(&dir);
+    let file = encode(&raw, ImageFormat::RawGz);
+    let sum = install::hex(&sha2::Sha512::digest(&file));
+    for (sha512, ok) in [(sum.clone(), true), ("1".repeat(128), false)] {
+        let server = FileServer::start(file.clone(), 0, 0);
+        let disk = disk(&dir);
+        let mut source = Resuming::open(
+            ureq::Agent::new_with_defaults(),
+            &server.url,
+            Box::new(|_| {}),
+        )
+        .unwrap();
+        let image = ImageSource {
+            url: server.url.clone(),
+            format: ImageFormat::RawGz,
+            sha256: None,
+            sha512: Some(sha512),
+            size: Some(IMAGE),
+        };
+        let r = install::write_image(&mut source, &image, None, &disk, DISK, &mut |_| {});
+        if ok {
+            assert_eq!(r.unwrap().checksum, format!("SHA-512 {sum}"));
+            assert!(std::fs::read(&disk).unwrap()[..IMAGE as usize] == raw[..]);
+        } else {
+            let err = r.unwrap_err();
+            assert!(err.to_string().contains("expected SHA-512 1111"), "{err}");
+            assert!(first_mib_untouched(&disk));
+        }
+    }
+    // No checksum at all: refused before the download.
+    let none = plan(
+        DiskSelector::Serial("OS-DISK".into()),
+        None,
+        ImageFormat::Raw,
+    );
+    let none = InstallPlan {
+        image: ImageSource {
+            sha256: None,
+            ..none.image
+        },
+        ..none
+    };
+    let disks = [disk_entry("vda", "OS-DISK", 4 << 30)];
+    let e = install::preflight(&none, &disks).unwrap_err().to_string();
+    assert!(e.contains("no SHA-256 or SHA-512"), "{e}");
+}
+
+#[test]
+fn every_resume_is_counted_for_the_report_even_after_progress_forgave_it() {
+    // 20 MiB; the first two connections break after 9 MiB each, more than the progress
+    // that forgives earlier failures (so the give-up count starts again each time).
+    let body: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
+    let server = FileServer::start(body.clone(), 2, 9 << 20);
+    let mut source = Resuming::open(
+        ureq::Agent::new_with_defaults(),
+        &server.url,
+        Box::new(|_| {}),
+    )
+    .unwrap()
+    .with_pause(Duration::from_millis(10));
+    let mut got = Vec::new();
+    source.read_to_end(&mut got).unwrap();
+    assert!(got == body);
+    assert_eq!(source.resumes(), 2);
 }

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 /// How an image file is encoded. The agent streams every format but `qcow2` straight to the
-/// disk; the SHA-256 is always of the file as published (compressed bytes included).
+/// disk (a qcow2 is spooled on the disk and converted); checksums are always of the file as
+/// published (compressed bytes included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ImageFormat {
@@ -45,8 +46,14 @@ pub struct ImageSource {
     /// Absolute http URL (or a path on the server, for images it serves itself).
     pub url: String,
     pub format: ImageFormat,
-    /// Lower-case hex SHA-256 of the file as published.
-    pub sha256: String,
+    /// Lower-case hex SHA-256 of the file as published. At least one of `sha256` and
+    /// `sha512` is given (distributions publish one or the other); every one given is
+    /// checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Lower-case hex SHA-512 of the file as published (Debian publishes SHA512SUMS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
     /// Bytes the image takes once written, when known: the disk must be at least this big.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,

@@ -138,9 +138,14 @@ pub fn router() -> ApiRoutes {
         .routes(routes!(registrations::reject))
         .routes(routes!(os::list, os::create))
         .routes(routes!(os::get, os::update, os::delete))
+        .routes(routes!(os::refresh))
         .routes(routes!(rules::list, rules::create))
         .routes(routes!(rules::delete))
         .routes(routes!(settings::get_ssh_keys, settings::put_ssh_keys))
+        .routes(routes!(
+            settings::get_machine_ssh_keys,
+            settings::put_machine_ssh_keys
+        ))
         .routes(routes!(events::stream))
         .routes(routes!(events::log))
         .routes(routes!(system::metrics))

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 
 use crate::auth::{Auth, Scope};
 use crate::clock::SystemClock;
-use crate::config::{AdminCommand, Config, TinkerbellCommand};
+use crate::config::{AdminCommand, Config, OsCommand, TinkerbellCommand};
 use crate::store::Db;
 use crate::tinkerbell::templates::TemplateSettings;
 
@@ -53,6 +53,50 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `dragonfly os refresh`: one line per entry; the exit code is 1 when any failed.
+pub async fn os(cmd: OsCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
+    let OsCommand::Refresh { os, db, .. } = cmd;
+    let path = db.db.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open(&db.db))
+        .await
+        .context("database task failed")?
+        .with_context(|| format!("--db {}", path.display()))?;
+    let catalogue = crate::machines::catalogue::Catalogue::new(db, Arc::new(SystemClock));
+    let results = match os {
+        Some(slug) => {
+            let r = catalogue.refresh(&slug).await.map_err(|e| e.to_string());
+            if let Err(e) = &r {
+                if e.ends_with("not found") {
+                    bail!("--os {slug}: no such OS in the catalogue");
+                }
+            }
+            vec![(slug, r)]
+        }
+        None => catalogue
+            .refresh_all()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    if results.is_empty() {
+        writeln!(out, "no OS entry has a checksum_url; nothing to refresh")?;
+    }
+    let mut failed = 0;
+    for (slug, r) in results {
+        match r {
+            Ok(r) => {
+                let sum = r.os.sha512.or(r.os.sha256).unwrap_or_default();
+                let what = if r.changed { "new" } else { "unchanged" };
+                writeln!(out, "{slug}: {} {what} {sum}", r.algorithm)?;
+            }
+            Err(e) => {
+                failed += 1;
+                writeln!(out, "{slug}: failed: {e}")?;
+            }
+        }
+    }
+    Ok(u8::from(failed > 0))
 }
 
 /// From the terminal (twice), or else the first line of standard input.

@@ -42,6 +42,25 @@ pub enum Command {
     /// Operator accounts and tokens, offline (works on the database directly).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The OS catalogue (works on the database directly).
+    #[command(subcommand)]
+    Os(OsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OsCommand {
+    /// Read each entry's published checksum list (SHA256SUMS, SHA512SUMS) again and store the
+    /// checksum it gives for the entry's image file: "current" images are republished.
+    /// Exits 1 when any entry could not be refreshed.
+    Refresh {
+        /// Only this entry (a slug); default: every entry with a checksum_url.
+        #[arg(long, value_name = "SLUG")]
+        os: Option<String>,
+        #[command(flatten)]
+        file: ConfigFile,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

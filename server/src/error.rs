@@ -48,6 +48,9 @@ pub enum Error {
     },
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// A server Dragonfly asked on the operator's behalf (a mirror) failed to answer well.
+    #[error("{0}")]
+    Upstream(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -81,6 +84,7 @@ impl Error {
             Error::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream"),
             Error::Store(_) | Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -92,7 +96,7 @@ pub struct ErrorBody {
     /// Stable machine-readable code: `invalid_value`, `invalid_json`, `not_found`,
     /// `conflict`, `pending_approval`, `unauthorized`, `forbidden`, `payload_too_large`,
     /// `request_timeout`,
-    /// `unsupported_media_type`, `method_not_allowed`, `rate_limited`, `internal`.
+    /// `unsupported_media_type`, `method_not_allowed`, `rate_limited`, `upstream`, `internal`.
     pub error: String,
     /// Human-readable explanation.
     pub message: String,

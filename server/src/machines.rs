@@ -12,6 +12,7 @@ pub mod native;
 mod operations;
 mod registrations;
 pub mod rules;
+pub mod sums;
 
 use std::sync::Arc;
 

@@ -49,6 +49,11 @@ fn run() -> anyhow::Result<ExitCode> {
                 .block_on(dragonfly::cli::tinkerbell(&cmd, &mut std::io::stdout()))?;
             Ok(ExitCode::from(code))
         }
+        Some(Command::Os(cmd)) => {
+            let code =
+                current_thread()?.block_on(dragonfly::cli::os(cmd, &mut std::io::stdout()))?;
+            Ok(ExitCode::from(code))
+        }
         Some(Command::Serve(args)) => serve(&args),
         None => serve(&cli.serve),
     }

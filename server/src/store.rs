@@ -105,6 +105,8 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("store/migrations/006_native_install.sql")),
         M::up(include_str!("store/migrations/007_rules.sql")),
         M::up(include_str!("store/migrations/008_settings.sql")),
+        M::up(include_str!("store/migrations/009_checksums.sql")),
+        M::up(include_str!("store/migrations/010_machine_ssh_keys.sql")),
     ])
 }
 

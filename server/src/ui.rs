@@ -37,6 +37,8 @@ pub mod paths {
     pub const OS: &str = "/os";
     pub const RULES: &str = "/rules";
     pub const SSH_KEYS: &str = "/os/ssh-keys";
+    /// Refresh every OS entry's checksum from its published list.
+    pub const OS_REFRESH: &str = "/os-refresh";
     pub const TOKENS: &str = "/tokens";
     pub const HTMX: &str = "/static/vendor/htmx-2.0.11/htmx.min.js";
     pub const APP_JS: &str = "/static/app.js";
@@ -85,6 +87,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route(paths::OS, get(os::page).post(os::create))
         .route(paths::SSH_KEYS, post(os::save_ssh_keys))
+        .route(paths::OS_REFRESH, post(os::refresh))
         .route("/os/{slug}", axum::routing::delete(os::delete))
         .route(paths::RULES, get(rules::page).post(rules::create))
         .route("/rules/{id}", axum::routing::delete(rules::delete))

@@ -497,3 +497,73 @@ fn tls_flags_go_together_and_bad_files_are_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--tls-cert missing.pem"), "{err}");
 }
+
+/// `dragonfly os refresh` on the database, against a mirror on loopback: the checksum is
+/// stored and printed; an unknown slug names the flag; a failure exits 1 with the reason.
+#[tokio::test]
+async fn os_refresh_reads_the_published_list_into_the_database() {
+    use dragonfly::machines::catalogue::{Catalogue, OsInput};
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("sqlite.db");
+    let sum = "d".repeat(128);
+    let mirror = crate::os::Mirror::start(format!("{sum}  disk.qcow2\n")).await;
+    let catalogue = Catalogue::new(
+        dragonfly::store::Db::open(&db_path).unwrap(),
+        std::sync::Arc::new(dragonfly::clock::SystemClock),
+    );
+    for (slug, list) in [("lab-os", "SUMS"), ("lab-gone", "nothing")] {
+        catalogue
+            .create(OsInput {
+                slug: Some(slug.into()),
+                name: slug.into(),
+                family: "debian".into(),
+                version: "13".into(),
+                arch: "x86_64".into(),
+                image_url: "http://mirror.lab/disk.qcow2".into(),
+                format: "qcow2".into(),
+                sha256: None,
+                sha512: None,
+                checksum_url: Some(format!("{}/{list}", mirror.url)),
+                size_bytes: None,
+                user_data: None,
+            })
+            .await
+            .unwrap();
+    }
+    let run = |args: &'static [&'static str]| {
+        let db = db_path.clone();
+        tokio::task::spawn_blocking(move || {
+            dragonfly()
+                .args(["os", "refresh", "--db"])
+                .arg(db)
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(&["--os", "lab-os"]).await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(said.trim(), format!("lab-os: SHA-512 new {sum}"));
+    assert_eq!(
+        catalogue.get("lab-os").await.unwrap().sha512.as_deref(),
+        Some(sum.as_str())
+    );
+
+    let out = run(&["--os", "lab-gone"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("lab-gone: failed:") && said.contains("404"),
+        "{said}"
+    );
+
+    let out = run(&["--os", "no-such-os"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--os no-such-os"), "{err}");
+}

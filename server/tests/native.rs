@@ -244,7 +244,7 @@ async fn a_native_install_runs_from_plan_to_phone_home() {
 }
 
 #[tokio::test]
-async fn only_verified_streamable_images_can_be_assigned() {
+async fn only_verified_images_can_be_assigned() {
     let s = native_server(false).await;
     add_os(&s, "no-sum", "raw.gz", None).await;
     add_os(&s, "a-qcow", "qcow2", Some(SHA)).await;
@@ -263,19 +263,29 @@ async fn only_verified_streamable_images_can_be_assigned() {
     .await;
     assert_eq!(e["field"], "os");
     assert!(e["message"].as_str().unwrap().contains("no sha256"), "{e}");
-    let e = expect_error(
-        s.post(
-            &format!("/api/v1/machines/{id}/assign"),
-            json!({"os": "a-qcow"}),
-        )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_value",
-        Some("os"),
-    )
-    .await;
-    assert!(e["message"].as_str().unwrap().contains("qcow2"), "{e}");
     assert_eq!(s.machine(id).await["state"], "discovered");
+    // A verified qcow2 image is written like the others (the agent spools and converts it).
+    let r = s
+        .post(
+            &format!("/api/v1/machines/{id}/assign"),
+            json!({"os": "a-qcow", "target_disk": {"serial": "DISK-00002"}}),
+        )
+        .await;
+    let m = expect_json(r, StatusCode::OK).await;
+    assert_eq!(m["state"], "assigned", "{m}");
+    // A SHA-512 alone (what Debian publishes) is enough, and is what the plan carries.
+    let sha512 = "e".repeat(128);
+    let r = s
+        .post(
+            "/api/v1/os",
+            json!({"slug": "sha512-only", "name": "d", "family": "debian", "version": "13",
+                   "image_url": "/images/d.qcow2", "format": "qcow2", "sha512": sha512}),
+        )
+        .await;
+    expect_json(r, StatusCode::CREATED).await;
+    let (_, _, plan) = assigned(&s, 3, "sha512-only").await;
+    assert_eq!(plan["image"]["sha512"], sha512.as_str(), "{plan}");
+    assert!(plan["image"].get("sha256").is_none(), "{plan}");
     // A bad checksum or format in the catalogue is refused with the field named.
     let bad = s
         .post(
@@ -407,4 +417,79 @@ async fn stored_ssh_keys_join_the_file_keys_in_every_plan() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys[0].ends_with("ops@lab"));
     assert!(keys[1].ends_with("stored@ops"));
+}
+
+fn plan_keys(plan: &Value) -> Vec<String> {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(plan["seed"]["user_data"].as_str().unwrap()).unwrap();
+    doc["ssh_authorized_keys"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_machines_own_ssh_keys_join_the_servers_for_that_machine_only() {
+    let s = native_server(false).await;
+    add_os(&s, "lab-debian", "raw.zst", Some(SHA)).await;
+    let (id, token, plan) = assigned(&s, 7, "lab-debian").await;
+    assert_eq!(plan_keys(&plan).len(), 1, "{plan}");
+    let path = format!("/api/v1/machines/{id}/ssh-keys");
+    let e = expect_error(
+        s.put(&path, json!({"authorized_keys": "ssh-rsa"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_value",
+        Some("authorized_keys"),
+    )
+    .await;
+    assert!(e["message"].as_str().unwrap().contains("line 1"), "{e}");
+    expect_error(
+        s.put(
+            "/api/v1/machines/no-such-machine/ssh-keys",
+            json!({"authorized_keys": ""}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+    )
+    .await;
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOwnerKey0001 owner@team";
+    let put = expect_json(
+        s.put(&path, json!({"authorized_keys": format!("{key}\n")}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(put["keys"], json!([key]));
+    assert_eq!(
+        expect_json(s.get(&path).await, StatusCode::OK).await["keys"],
+        json!([key])
+    );
+    // The next plan this machine gets carries it after the server's key.
+    let hb = expect_json(
+        s.heartbeat(&token, json!({"phase": "waiting"})).await,
+        StatusCode::OK,
+    )
+    .await;
+    let keys = plan_keys(&hb["instruction"]);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys[0].ends_with("ops@lab") && keys[1] == key, "{keys:?}");
+    // Another machine's plan does not.
+    let (_, _, other) = assigned(&s, 8, "lab-debian").await;
+    assert_eq!(plan_keys(&other).len(), 1);
+    // The change is on the timeline (the count, not the keys); empty removes them.
+    let events = s.machine(&id).await["events"].to_string();
+    assert!(
+        events.contains("SSH keys for native installs: 1"),
+        "{events}"
+    );
+    let cleared = expect_json(
+        s.put(&path, json!({"authorized_keys": ""})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(cleared["keys"], json!([]));
 }

@@ -21,6 +21,9 @@ pub struct Resuming {
     /// ETag or Last-Modified of the first answer: a resume must be of the same file.
     validator: Option<String>,
     body: Option<Box<dyn Read + Send>>,
+    /// Resumes since the last good progress (these count towards giving up).
+    failed_resumes: u32,
+    /// Resumes in all, for the report.
     resumes: u32,
     /// Where the last resume started.
     resumed_at: u64,
@@ -47,6 +50,7 @@ impl Resuming {
             length: None,
             validator: None,
             body: None,
+            failed_resumes: 0,
             resumes: 0,
             resumed_at: 0,
             failure: String::new(),
@@ -69,7 +73,7 @@ impl Resuming {
         self.length
     }
 
-    /// How many times the download was resumed.
+    /// How many times the download was resumed, in all.
     pub fn resumes(&self) -> u32 {
         self.resumes
     }
@@ -126,18 +130,19 @@ impl Read for Resuming {
             }
             let Some(body) = self.body.as_mut() else {
                 // The connection broke: ask again from where it stopped.
-                if self.resumes >= RESUMES {
+                if self.failed_resumes >= RESUMES {
                     return Err(download_error(format!(
                         "{}: {}; gave up after {RESUMES} resumes",
                         self.url, self.failure
                     )));
                 }
+                self.failed_resumes += 1;
                 self.resumes += 1;
                 (self.on_resume)(format!(
                     "download of {} interrupted ({}); resuming at byte {} ({}/{RESUMES})",
-                    self.url, self.failure, self.offset, self.resumes
+                    self.url, self.failure, self.offset, self.failed_resumes
                 ));
-                std::thread::sleep(self.pause * self.resumes);
+                std::thread::sleep(self.pause * self.failed_resumes);
                 self.resumed_at = self.offset;
                 if let Err(e) = self.request() {
                     self.failure = e.to_string();
@@ -158,7 +163,7 @@ impl Read for Resuming {
                     // Only failures without progress in between count towards giving up:
                     // a long download over a poor link may be resumed many times.
                     if self.offset >= self.resumed_at + PROGRESS_RESETS {
-                        self.resumes = 0;
+                        self.failed_resumes = 0;
                     }
                     return Ok(n);
                 }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use super::extract::ApiJson;
 use crate::error::{ErrorBody, Result};
 use crate::machines::OsImage;
-use crate::machines::catalogue::{Catalogue, OsInput};
+use crate::machines::catalogue::{Catalogue, OsInput, Refreshed};
 
 /// The OS catalogue.
 #[utoipa::path(
@@ -87,4 +87,23 @@ pub async fn delete(
 ) -> Result<StatusCode> {
     catalogue.delete(&slug).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Read the entry's published checksum list (`checksum_url`) again and store the checksum it
+/// gives for the entry's image file.
+#[utoipa::path(
+    post, path = "/api/v1/os/{slug}/refresh", tag = "os",
+    params(("slug" = String, Path, description = "OS slug")),
+    responses(
+        (status = 200, description = "Refreshed", body = Refreshed),
+        (status = 404, description = "No such entry", body = ErrorBody),
+        (status = 422, description = "The entry has no checksum_url", body = ErrorBody),
+        (status = 502, description = "The list could not be read, or does not list the file", body = ErrorBody),
+    )
+)]
+pub async fn refresh(
+    State(catalogue): State<Catalogue>,
+    Path(slug): Path<String>,
+) -> Result<Json<Refreshed>> {
+    Ok(Json(catalogue.refresh(&slug).await?))
 }

@@ -1,12 +1,13 @@
-//! Settings operators change at run time: the SSH keys of native installs.
+//! Settings operators change at run time: the SSH keys of native installs, server-wide and
+//! per machine.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 
 use super::extract::ApiJson;
 use crate::error::{ErrorBody, Result};
 use crate::machines::Machines;
-use crate::machines::native::{SshKeys, SshKeysInput};
+use crate::machines::native::{MachineSshKeys, SshKeys, SshKeysInput};
 
 /// The SSH public keys every native install gets for the image's default user.
 #[utoipa::path(
@@ -32,4 +33,39 @@ pub async fn put_ssh_keys(
     ApiJson(body): ApiJson<SshKeysInput>,
 ) -> Result<Json<SshKeys>> {
     Ok(Json(machines.set_ssh_keys(body).await?))
+}
+
+/// A machine's own SSH keys: its native installs get them on top of the server-wide ones.
+#[utoipa::path(
+    get, path = "/api/v1/machines/{id}/ssh-keys", tag = "machines",
+    params(("id" = String, Path, description = "Machine id")),
+    responses(
+        (status = 200, description = "The keys", body = MachineSshKeys),
+        (status = 404, description = "No such machine", body = ErrorBody),
+    )
+)]
+pub async fn get_machine_ssh_keys(
+    State(machines): State<Machines>,
+    Path(id): Path<String>,
+) -> Result<Json<MachineSshKeys>> {
+    Ok(Json(machines.machine_ssh_keys(&id).await?))
+}
+
+/// Replace a machine's own SSH keys (an authorized_keys text; empty removes them).
+#[utoipa::path(
+    put, path = "/api/v1/machines/{id}/ssh-keys", tag = "machines",
+    params(("id" = String, Path, description = "Machine id")),
+    request_body = SshKeysInput,
+    responses(
+        (status = 200, description = "Stored", body = MachineSshKeys),
+        (status = 404, description = "No such machine", body = ErrorBody),
+        (status = 422, description = "A line is not a public key (the line is named)", body = ErrorBody),
+    )
+)]
+pub async fn put_machine_ssh_keys(
+    State(machines): State<Machines>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SshKeysInput>,
+) -> Result<Json<MachineSshKeys>> {
+    Ok(Json(machines.set_machine_ssh_keys(&id, body).await?))
 }

@@ -33,10 +33,19 @@ pub struct OsInput {
     #[serde(default = "default_format")]
     #[schema(value_type = String, pattern = "^(raw|raw\\.gz|raw\\.xz|raw\\.zst|qcow2)$")]
     pub format: String,
-    /// Lower-case hex SHA-256 of the published file; required for native installs.
+    /// Hex SHA-256 of the published file. A native install needs this or `sha512`.
     #[serde(default)]
     #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub sha256: Option<String>,
+    /// Hex SHA-512 of the published file (what Debian publishes).
+    #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
+    pub sha512: Option<String>,
+    /// http(s) URL of the published checksum list (`SHA256SUMS`, `SHA512SUMS`) the
+    /// checksum is refreshed from (`dragonfly os refresh`, `POST /api/v1/os/{slug}/refresh`).
+    #[serde(default)]
+    #[schema(max_length = 2048)]
+    pub checksum_url: Option<String>,
     /// Bytes the image takes once written (the target disk must be larger).
     #[serde(default)]
     #[schema(minimum = 1)]
@@ -93,10 +102,7 @@ fn validate(input: &OsInput) -> Result<()> {
         return Err(Error::invalid("arch", "must be x86_64 or aarch64"));
     }
     let url = input.image_url.trim();
-    let parsed: std::result::Result<axum::http::Uri, _> = url.parse();
-    let ok = parsed.is_ok_and(|u| {
-        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
-    });
+    let ok = is_http_url(url);
     let served_here = url
         .strip_prefix("/images/")
         .is_some_and(crate::artefact::valid_image_name);
@@ -109,6 +115,13 @@ fn validate(input: &OsInput) -> Result<()> {
     Ok(())
 }
 
+fn is_http_url(url: &str) -> bool {
+    let parsed: std::result::Result<axum::http::Uri, _> = url.parse();
+    parsed.is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    })
+}
+
 /// The install-related fields, checked: the format's name, a SHA-256 in hex, a positive
 /// size, a cloud-config document.
 fn install_fields(input: &OsInput) -> Result<ImageFormat> {
@@ -118,11 +131,24 @@ fn install_fields(input: &OsInput) -> Result<ImageFormat> {
             "must be one of raw, raw.gz, raw.xz, raw.zst, qcow2",
         )
     })?;
-    if let Some(sum) = &input.sha256 {
-        if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
+    for (field, sum, len) in [
+        ("sha256", &input.sha256, 64),
+        ("sha512", &input.sha512, 128),
+    ] {
+        if let Some(sum) = sum {
+            if sum.len() != len || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(Error::invalid(
+                    field,
+                    format!("must be {len} hexadecimal characters"),
+                ));
+            }
+        }
+    }
+    if let Some(url) = &input.checksum_url {
+        if url.len() > 2048 || !is_http_url(url.trim()) {
             return Err(Error::invalid(
-                "sha256",
-                "must be 64 hexadecimal characters",
+                "checksum_url",
+                "must be an http:// or https:// URL of at most 2048 characters",
             ));
         }
     }
@@ -150,6 +176,13 @@ fn row(slug: String, input: OsInput, builtin: bool, now: i64, created: i64) -> s
     store::OsRow {
         format: ImageFormat::parse(input.format.trim()).unwrap_or(ImageFormat::Raw),
         sha256: input.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
+        sha512: input.sha512.as_ref().map(|s| s.to_ascii_lowercase()),
+        checksum_url: input
+            .checksum_url
+            .as_ref()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty()),
+        checked_at: None,
         size_bytes: input.size_bytes,
         user_data: input.user_data.clone().filter(|u| !u.is_empty()),
         slug,
@@ -224,7 +257,12 @@ impl Catalogue {
             .write(move |tx| -> Result<_> {
                 let old =
                     store::get(tx, &slug)?.ok_or_else(|| Error::not_found(format!("OS {slug}")))?;
-                let r = row(slug, input, old.builtin, now, old.created_at);
+                let mut r = row(slug, input, old.builtin, now, old.created_at);
+                if (&r.sha256, &r.sha512, &r.checksum_url)
+                    == (&old.sha256, &old.sha512, &old.checksum_url)
+                {
+                    r.checked_at = old.checked_at;
+                }
                 store::update(tx, &r)?;
                 Ok(OsImage::from(r))
             })
@@ -258,5 +296,97 @@ impl Catalogue {
                 Ok(())
             })
             .await
+    }
+}
+
+/// What a checksum refresh of one entry came to.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct Refreshed {
+    pub slug: String,
+    /// The checksum now in the entry changed (the image was republished).
+    pub changed: bool,
+    /// `SHA-256` or `SHA-512`: the algorithm the list uses.
+    pub algorithm: String,
+    pub os: OsImage,
+}
+
+impl Catalogue {
+    /// Reads the entry's published checksum list and stores the checksum it gives for the
+    /// entry's image file; the list is the truth, so a checksum of the other algorithm is
+    /// dropped (it was of an earlier file).
+    pub async fn refresh(&self, slug: &str) -> Result<Refreshed> {
+        let os = {
+            let s = slug.to_string();
+            self.db
+                .read(move |c| store::get(c, &s))
+                .await
+                .map_err(Error::from)?
+                .ok_or_else(|| Error::not_found(format!("OS {slug}")))?
+        };
+        let Some(list_url) = os.checksum_url.clone() else {
+            return Err(Error::invalid(
+                "checksum_url",
+                format!(
+                    "'{slug}' has no checksum_url; set the URL of its published SHA256SUMS or \
+                     SHA512SUMS first"
+                ),
+            ));
+        };
+        let file = super::sums::file_name(&os.image_url)
+            .ok_or_else(|| Error::invalid("image_url", "names no file"))?
+            .to_string();
+        let list = super::sums::fetch(&list_url)
+            .await
+            .map_err(Error::Upstream)?;
+        let sum = super::sums::find(&list, &file)
+            .ok_or_else(|| Error::Upstream(format!("{list_url} lists no checksum for {file}")))?;
+        let now = self.clock.now_ms();
+        let slug = slug.to_string();
+        let algorithm = sum.name().to_string();
+        self.db
+            .write(move |tx| -> Result<_> {
+                let mut r =
+                    store::get(tx, &slug)?.ok_or_else(|| Error::not_found(format!("OS {slug}")))?;
+                let before = (r.sha256.clone(), r.sha512.clone());
+                match &sum {
+                    super::sums::Sum::Sha256(h) => {
+                        r.sha256 = Some(h.clone());
+                        r.sha512 = None;
+                    }
+                    super::sums::Sum::Sha512(h) => {
+                        r.sha512 = Some(h.clone());
+                        r.sha256 = None;
+                    }
+                }
+                let changed = before != (r.sha256.clone(), r.sha512.clone());
+                r.checked_at = Some(now);
+                if changed {
+                    r.updated_at = now;
+                }
+                store::update(tx, &r)?;
+                tracing::info!(os = %slug, %changed, checksum = %sum.hex(), "checksum refreshed");
+                Ok(Refreshed {
+                    slug,
+                    changed,
+                    algorithm,
+                    os: OsImage::from(r),
+                })
+            })
+            .await
+    }
+
+    /// Refreshes every entry that has a checksum list; one line per entry, failures too.
+    pub async fn refresh_all(
+        &self,
+    ) -> Result<Vec<(String, std::result::Result<Refreshed, String>)>> {
+        let mut out = Vec::new();
+        for os in self.list().await? {
+            if os.checksum_url.is_none() {
+                continue;
+            }
+            let r = self.refresh(&os.slug).await.map_err(|e| e.to_string());
+            out.push((os.slug, r));
+        }
+        Ok(out)
     }
 }

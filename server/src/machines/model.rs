@@ -199,8 +199,15 @@ pub struct OsImage {
     /// How the file is encoded: raw, raw.gz, raw.xz, raw.zst or qcow2.
     #[schema(value_type = String, pattern = "^(raw|raw\\.gz|raw\\.xz|raw\\.zst|qcow2)$")]
     pub format: ImageFormat,
-    /// Lower-case hex SHA-256 of the published file (required for native installs).
+    /// Lower-case hex SHA-256 of the published file (a native install needs this or
+    /// `sha512`).
     pub sha256: Option<String>,
+    /// Lower-case hex SHA-512 of the published file.
+    pub sha512: Option<String>,
+    /// The published checksum list the checksum is refreshed from.
+    pub checksum_url: Option<String>,
+    /// When the checksum was last read from `checksum_url` (RFC 3339).
+    pub checksum_checked_at: Option<String>,
     /// Bytes the image takes once written.
     pub size_bytes: Option<u64>,
     /// A `#cloud-config` document added to every install of this OS.
@@ -222,6 +229,9 @@ impl From<OsRow> for OsImage {
             image_url: o.image_url,
             format: o.format,
             sha256: o.sha256,
+            sha512: o.sha512,
+            checksum_url: o.checksum_url,
+            checksum_checked_at: o.checked_at.map(rfc3339),
             size_bytes: o.size_bytes,
             user_data: o.user_data,
             builtin: o.builtin,

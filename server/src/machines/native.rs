@@ -2,7 +2,7 @@
 //! with a one-time phone-home URL), the installed system's report, and the timeout for a
 //! system that never reports.
 
-use dragonfly_proto::{DiskSelector, ImageFormat, ImageSource, InstallPlan, Instruction, Seed};
+use dragonfly_proto::{DiskSelector, ImageSource, InstallPlan, Instruction, Seed};
 use rusqlite::Connection;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -11,7 +11,7 @@ use super::{Actor, Committed, Log, MachineEvent, Machines, State, lifecycle, loa
 use crate::error::{Error, Result};
 use crate::secrets::{random_secret, token_hash};
 use crate::store::machines::{self as store, MachineRow};
-use crate::store::os::{self as os_store, OsRow};
+use crate::store::os as os_store;
 use crate::vocab::TargetDisk;
 
 /// What cloud-init's `phone_home` module posts (form fields; all optional, all bounded by
@@ -31,21 +31,12 @@ pub fn check_native(conn: &Connection, slug: &str) -> Result<()> {
     let Some(os) = os_store::get(conn, slug)? else {
         return Ok(());
     };
-    if os.sha256.is_none() {
+    if os.sha256.is_none() && os.sha512.is_none() {
         return Err(Error::invalid(
             "os",
             format!(
-                "'{slug}' has no sha256: native installs write only verified images; set the \
-                 checksum of its image file first"
-            ),
-        ));
-    }
-    if os.format == ImageFormat::Qcow2 {
-        return Err(Error::invalid(
-            "os",
-            format!(
-                "'{slug}' is a qcow2 image, which native installs do not write yet; publish it \
-                 as raw, raw.gz, raw.xz or raw.zst"
+                "'{slug}' has no sha256 or sha512: native installs write only verified images; \
+                 set the checksum of its image file first (or refresh it from its checksum_url)"
             ),
         ));
     }
@@ -144,6 +135,26 @@ pub struct SshKeysInput {
     pub authorized_keys: String,
 }
 
+impl SshKeysInput {
+    /// The keys, or the line that is not one.
+    pub fn parse(&self) -> Result<Vec<String>> {
+        if self.authorized_keys.chars().count() > 60_000 {
+            return Err(Error::invalid(
+                "authorized_keys",
+                "longer than 60000 characters",
+            ));
+        }
+        crate::config::parse_ssh_keys(&self.authorized_keys)
+            .map_err(|e| Error::invalid("authorized_keys", e))
+    }
+}
+
+/// One machine's own SSH keys: its native installs get them on top of the server's.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct MachineSshKeys {
+    pub keys: Vec<String>,
+}
+
 fn stored_keys(conn: &Connection) -> std::result::Result<Vec<String>, crate::store::StoreError> {
     Ok(crate::store::settings::get(conn, SSH_KEYS)?
         .map(|t| t.lines().map(str::to_string).collect())
@@ -160,14 +171,7 @@ impl Machines {
     }
 
     pub async fn set_ssh_keys(&self, input: SshKeysInput) -> Result<SshKeys> {
-        if input.authorized_keys.chars().count() > 60_000 {
-            return Err(Error::invalid(
-                "authorized_keys",
-                "longer than 60000 characters",
-            ));
-        }
-        let keys = crate::config::parse_ssh_keys(&input.authorized_keys)
-            .map_err(|e| Error::invalid("authorized_keys", e))?;
+        let keys = input.parse()?;
         let now = self.clock.now_ms();
         let text = keys.join("\n");
         self.db
@@ -177,6 +181,57 @@ impl Machines {
             })
             .await?;
         self.ssh_keys().await
+    }
+
+    pub async fn machine_ssh_keys(&self, id: &str) -> Result<MachineSshKeys> {
+        let id = id.to_string();
+        let keys = self
+            .db
+            .read(move |c| -> Result<_> {
+                load(c, &id)?;
+                Ok(crate::store::settings::machine_keys(c, &id)?)
+            })
+            .await?;
+        Ok(MachineSshKeys { keys })
+    }
+
+    /// Replaces a machine's own SSH keys; the change is on its timeline (the count, not
+    /// the keys). Installs planned from now on carry them.
+    pub async fn set_machine_ssh_keys(
+        &self,
+        id: &str,
+        input: SshKeysInput,
+    ) -> Result<MachineSshKeys> {
+        let keys = input.parse()?;
+        let now = self.clock.now_ms();
+        let machine = id.to_string();
+        let kept = keys.clone();
+        let change = self
+            .db
+            .write(move |tx| -> Result<_> {
+                let id = machine;
+                load(tx, &id)?;
+                let before = crate::store::settings::machine_keys(tx, &id)?;
+                crate::store::settings::set_machine_keys(tx, &id, &keys, now)?;
+                let mut log = Log::new(now);
+                if before != keys {
+                    log.add(
+                        tx,
+                        &id,
+                        MachineEvent::Updated,
+                        Actor::Operator,
+                        None,
+                        format!("SSH keys for native installs: {}", keys.len()),
+                    )?;
+                }
+                Ok(Committed {
+                    events: log.events,
+                    machine: Some(load(tx, &id)?),
+                })
+            })
+            .await?;
+        self.publish(change);
+        Ok(MachineSshKeys { keys: kept })
     }
 
     /// The `install` instruction for an assigned machine, with this install's one-time token
@@ -195,14 +250,10 @@ impl Machines {
             tracing::warn!(machine = %m.id, "assigned OS is gone from the catalogue");
             return Ok(wait);
         };
-        let OsRow {
-            sha256: Some(sha256),
-            ..
-        } = &os
-        else {
+        if os.sha256.is_none() && os.sha512.is_none() {
             tracing::warn!(machine = %m.id, os = %os.slug, "OS has no checksum; not installing");
             return Ok(wait);
-        };
+        }
         let Some(disk) = target(conn, m)? else {
             tracing::warn!(machine = %m.id, "no disk with a serial or WWN to install on");
             return Ok(wait);
@@ -223,6 +274,11 @@ impl Machines {
         let phone_home = format!("{base}/api/v1/phone-home/{token}");
         let mut keys = self.settings.ssh_keys.clone();
         keys.extend(stored_keys(conn)?);
+        for k in crate::store::settings::machine_keys(conn, &m.id)? {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
         let seed = Seed {
             instance_id: format!("dragonfly-{}", &token_hash(&token)[..16]),
             user_data: user_data(os.user_data.as_deref(), &hostname, &keys, &phone_home)?,
@@ -233,7 +289,8 @@ impl Machines {
             image: ImageSource {
                 url: absolute(base, &os.image_url),
                 format: os.format,
-                sha256: sha256.clone(),
+                sha256: os.sha256.clone(),
+                sha512: os.sha512.clone(),
                 size: os.size_bytes,
             },
             disk,

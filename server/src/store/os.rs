@@ -16,6 +16,11 @@ pub struct OsRow {
     pub image_url: String,
     pub format: ImageFormat,
     pub sha256: Option<String>,
+    pub sha512: Option<String>,
+    /// Where the published checksum list is (`dragonfly os refresh` reads it).
+    pub checksum_url: Option<String>,
+    /// When the checksum was last read from `checksum_url` (ms).
+    pub checked_at: Option<i64>,
     pub size_bytes: Option<u64>,
     pub user_data: Option<String>,
     pub builtin: bool,
@@ -24,7 +29,7 @@ pub struct OsRow {
 }
 
 const COLUMNS: &str = "slug, name, family, version, arch, image_url, builtin, created_at, \
-    updated_at, format, sha256, size_bytes, user_data";
+    updated_at, format, sha256, size_bytes, user_data, sha512, checksum_url, checked_at";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<OsRow> {
     Ok(OsRow {
@@ -44,6 +49,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<OsRow> {
         sha256: r.get(10)?,
         size_bytes: r.get(11)?,
         user_data: r.get(12)?,
+        sha512: r.get(13)?,
+        checksum_url: r.get(14)?,
+        checked_at: r.get(15)?,
     })
 }
 
@@ -66,7 +74,7 @@ pub fn get(conn: &Connection, slug: &str) -> Result<Option<OsRow>, StoreError> {
 pub fn insert(conn: &Connection, os: &OsRow) -> Result<(), StoreError> {
     conn.prepare_cached(&format!(
         "INSERT INTO os_images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-         ?11, ?12, ?13)"
+         ?11, ?12, ?13, ?14, ?15, ?16)"
     ))?
     .execute(params![
         os.slug,
@@ -81,7 +89,10 @@ pub fn insert(conn: &Connection, os: &OsRow) -> Result<(), StoreError> {
         os.format,
         os.sha256,
         os.size_bytes,
-        os.user_data
+        os.user_data,
+        os.sha512,
+        os.checksum_url,
+        os.checked_at
     ])?;
     Ok(())
 }
@@ -91,7 +102,8 @@ pub fn update(conn: &Connection, os: &OsRow) -> Result<bool, StoreError> {
         .prepare_cached(
             "UPDATE os_images SET name = ?2, family = ?3, version = ?4, arch = ?5,
                 image_url = ?6, updated_at = ?7, format = ?8, sha256 = ?9, size_bytes = ?10,
-                user_data = ?11 WHERE slug = ?1",
+                user_data = ?11, sha512 = ?12, checksum_url = ?13, checked_at = ?14
+             WHERE slug = ?1",
         )?
         .execute(params![
             os.slug,
@@ -104,7 +116,10 @@ pub fn update(conn: &Connection, os: &OsRow) -> Result<bool, StoreError> {
             os.format,
             os.sha256,
             os.size_bytes,
-            os.user_data
+            os.user_data,
+            os.sha512,
+            os.checksum_url,
+            os.checked_at
         ])?
         > 0)
 }

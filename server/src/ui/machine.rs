@@ -32,6 +32,7 @@ pub async fn page(
     let d = machines.get(&id).await.ui(&headers)?;
     let os = catalogue.list().await.ui(&headers)?;
     let held = machines.held(Some(id.clone())).await.ui(&headers)?;
+    let keys = machines.machine_ssh_keys(&id).await.ui(&headers)?;
     let m = &d.machine;
     let hw = d.hardware.as_ref();
     let changes: Vec<_> = d
@@ -75,6 +76,8 @@ pub async fn page(
                         input #tags name="tags" value=(m.tags.join(", ")); }
                     p { label for="notes" { "Notes" } br;
                         textarea #notes name="notes" { (m.notes) } }
+                    p { label for="ssh_keys" { "SSH keys for its native installs (besides the server's, on the OS page)" } br;
+                        textarea #ssh_keys name="ssh_keys" rows="2" placeholder="ssh-ed25519 AAAA… owner@example" { (keys.keys.join("\n")) } }
                     button type="submit" { "Save" }
                 }
             }
@@ -415,6 +418,8 @@ pub struct DetailsForm {
     tags: String,
     #[serde(default)]
     notes: String,
+    #[serde(default)]
+    ssh_keys: String,
 }
 
 pub async fn details(
@@ -434,6 +439,15 @@ pub async fn details(
         tags: Some(tags),
         notes: Some(f.notes),
     };
+    // Checked before anything is saved, so a bad key loses nothing else.
+    let keys = crate::machines::native::SshKeysInput {
+        authorized_keys: f.ssh_keys,
+    };
+    keys.parse().ui(&headers)?;
     machines.update(&id, update).await.ui(&headers)?;
+    machines
+        .set_machine_ssh_keys(&id, keys)
+        .await
+        .ui(&headers)?;
     Ok(super::html_response(toast_ok("Saved.")))
 }

@@ -30,12 +30,24 @@ pub async fn page(
             tbody { @for o in &list { tr {
                 td.mono { (o.slug) }
                 td { (o.name) @if o.builtin { " " span.tag { "built in" } } }
-                td.mono.hide-narrow { (o.image_url) " (" (o.format.as_str()) ")" @if o.sha256.is_none() { " · no checksum" } }
+                td.mono.hide-narrow {
+                    (o.image_url) " (" (o.format.as_str()) ")"
+                    @if o.sha512.is_some() { " · SHA-512" } @else if o.sha256.is_some() { " · SHA-256" } @else { " · no checksum" }
+                    @if let Some(at) = &o.checksum_checked_at { " · checked " (at) }
+                }
                 td { @if !o.builtin {
                     button.secondary hx-delete=(paths::os_entry(&o.slug)) hx-confirm={ "Delete " (o.name) "?" } { "Delete" }
                 } }
             } } }
         } }
+        @if list.iter().any(|o| o.checksum_url.is_some()) {
+            p {
+                button.secondary hx-post=(paths::OS_REFRESH) hx-target="#refresh-result" hx-disabled-elt="this" { "Refresh checksums" }
+                " "
+                span.muted { "Reads each entry's published SHA256SUMS or SHA512SUMS again: \"current\" images are republished." }
+            }
+            div #refresh-result {}
+        }
         h2 { "Add an OS" }
         form.panel hx-post=(paths::OS) {
             div.grid {
@@ -46,7 +58,9 @@ pub async fn page(
                 p { label for="arch" { "Architecture" } br; select #arch name="arch" { option { "x86_64" } option { "aarch64" } } }
                 p { label for="image_url" { "Image URL" } br; input #image_url name="image_url" required placeholder="http://mirror.lab/rocky-9.raw.zst or /images/rocky-9.raw.zst"; }
                 p { label for="format" { "Format" } br; select #format name="format" { option { "raw" } option { "raw.gz" } option { "raw.xz" } option selected { "raw.zst" } option { "qcow2" } } }
-                p { label for="sha256" { "SHA-256 of the file" } br; input #sha256 name="sha256" pattern="[0-9a-fA-F]{64}" placeholder="required for native installs"; }
+                p { label for="sha256" { "SHA-256 of the file" } br; input #sha256 name="sha256" pattern="[0-9a-fA-F]{64}" placeholder="this or SHA-512: required for native installs"; }
+                p { label for="sha512" { "SHA-512 of the file" } br; input #sha512 name="sha512" pattern="[0-9a-fA-F]{128}"; }
+                p { label for="checksum_url" { "Checksum list URL" } br; input #checksum_url name="checksum_url" placeholder="http://mirror.lab/SHA256SUMS"; }
             }
             button type="submit" { "Add" }
         }
@@ -73,6 +87,14 @@ pub struct OsForm {
     format: Option<String>,
     #[serde(default)]
     sha256: Option<String>,
+    #[serde(default)]
+    sha512: Option<String>,
+    #[serde(default)]
+    checksum_url: Option<String>,
+}
+
+fn filled(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 pub async fn create(
@@ -88,10 +110,9 @@ pub async fn create(
         arch: f.arch,
         image_url: f.image_url,
         format: f.format.unwrap_or_else(|| "raw".into()),
-        sha256: f
-            .sha256
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty()),
+        sha256: filled(f.sha256),
+        sha512: filled(f.sha512),
+        checksum_url: filled(f.checksum_url),
         size_bytes: None,
         user_data: None,
     };
@@ -123,4 +144,20 @@ pub async fn delete(
 ) -> UiResult {
     catalogue.delete(&slug).await.ui(&headers)?;
     Ok(hx_redirect(paths::OS))
+}
+
+/// Refreshes every entry's checksum from its list; answers the outcome, one line each.
+pub async fn refresh(State(catalogue): State<Catalogue>, headers: HeaderMap) -> UiResult {
+    let results = catalogue.refresh_all().await.ui(&headers)?;
+    Ok(html! {
+        ul.panel #refresh-lines { @for (slug, r) in &results { li {
+            span.mono { (slug) } ": "
+            @match r {
+                Ok(r) if r.changed => { "new " (r.algorithm) " " span.mono { (r.os.sha512.as_deref().or(r.os.sha256.as_deref()).unwrap_or_default()) } }
+                Ok(r) => { (r.algorithm) " unchanged" }
+                Err(e) => { span.error { (e) } }
+            }
+        } } }
+    }
+    .into_response())
 }
