@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the OS image the native-install tests write to a VM's disk: a real Debian 12 cloud
 # image made from Debian packages (kernel, systemd, cloud-init, OpenSSH, GRUB for BIOS and
-# UEFI), 1 GiB raw, compressed with zstd as a catalogue entry expects.
+# UEFI), 1 GiB raw, compressed with zstd as a catalogue entry expects, and the same disk as
+# a compressed qcow2 (the format Debian and Ubuntu publish their cloud images in).
 #
 #   scripts/os-image.sh            build (or reuse) and print the directory holding
-#                                  debian-12.raw.zst, debian-12.raw.zst.sha256, size_bytes
+#                                  debian-12.raw.zst, debian-12.qcow2, a .sha256 file for
+#                                  each, size_bytes
 #                                  (also recorded in out/os-image.path for the tests)
 #   scripts/os-image.sh --rebuild  build again even when a cached image exists
 #
@@ -42,7 +44,7 @@ versions=$(apt-cache policy linux-image-cloud-amd64 cloud-init grub-pc-bin grub-
 key=$( { cat "$0"; echo "$versions"; } | sha256sum | cut -c1-16)
 cache=${DRAGONFLY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dragonfly}/os-image/$key
 record() { mkdir -p out && echo "$cache" > out/os-image.path && echo "$cache"; }
-if [ "$rebuild" -eq 0 ] && [ -s "$cache/debian-12.raw.zst.sha256" ]; then
+if [ "$rebuild" -eq 0 ] && [ -s "$cache/debian-12.raw.zst.sha256" ] && [ -s "$cache/debian-12.qcow2.sha256" ]; then
   say "OS image: cached ($cache)"
   record
   exit 0
@@ -128,12 +130,14 @@ partx -d "$loop" 2> /dev/null || true
 losetup -d "$loop"
 loop=""
 
-say "[5/5] zstd -3 and checksum"
+say "[5/5] zstd -3, qcow2 (zlib clusters) and checksums"
 zstd -q -3 -T0 "$disk" -o "$disk.zst"
+qemu-img convert -c -f raw -O qcow2 "$disk" "$disk.qcow2"
 mkdir -p "$cache"
 mv "$disk.zst" "$cache/debian-12.raw.zst"
+mv "$disk.qcow2" "$cache/debian-12.qcow2"
 stat -c %s "$disk" > "$cache/size_bytes"
-(cd "$cache" && sha256sum debian-12.raw.zst | cut -d' ' -f1 > debian-12.raw.zst.sha256)
+(cd "$cache" && for f in debian-12.raw.zst debian-12.qcow2; do sha256sum "$f" | cut -d' ' -f1 > "$f.sha256"; done)
 echo "$versions" > "$cache/versions"
 say "OS image built in $(($(date +%s) - started)) s: $(stat -c %s "$cache/debian-12.raw.zst") bytes zstd ($cache)"
 record

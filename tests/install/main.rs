@@ -1,8 +1,9 @@
 //! The native install in real QEMU, real all the way: a VM PXE-boots the Dragonfly image,
 //! registers, gets an OS assigned (BIOS: through the API; UEFI: by an assignment rule at
 //! registration), and its agent writes a real Debian 12
-//! cloud image (built from Debian packages by `scripts/os-image.sh`, served by the server
-//! from its image directory) to the VM's disk with a cloud-init seed; the VM reboots, its
+//! cloud image (built from Debian packages by `scripts/os-image.sh`; BIOS: raw.zst served by
+//! the server from its image directory; UEFI: qcow2 from a mirror that drops the first
+//! connection mid-file) to the VM's disk with a cloud-init seed; the VM reboots, its
 //! firmware is sent to the disk, GRUB boots Debian, cloud-init sets the assigned hostname,
 //! installs the SSH key and phones home, and the machine is `installed`. BIOS and UEFI.
 //!
@@ -12,9 +13,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dragonfly::config::Installer;
+use dragonfly_e2e::flaky::FlakyServer;
 use dragonfly_e2e::qemu::{Identity, Vm, machine_by_mac};
 use dragonfly_e2e::{Server, wait_for, workspace};
 use serde_json::{Value, json};
@@ -26,8 +29,8 @@ const INSTALL: Duration = Duration::from_secs(900);
 static VMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGRyYWdvbmZseS1lMmUtdGVzdC1rZXktMDAwMDAwMDAh dragonfly-e2e@lab";
 
-/// The OS image scripts/os-image.sh built (its directory is recorded in out/os-image.path).
-fn os_image() -> (PathBuf, String, u64) {
+/// The directory where scripts/os-image.sh put its images (recorded in out/os-image.path).
+fn os_image_dir() -> PathBuf {
     let recorded = workspace().join("out/os-image.path");
     let dir = std::fs::read_to_string(&recorded).unwrap_or_else(|_| {
         panic!(
@@ -35,12 +38,23 @@ fn os_image() -> (PathBuf, String, u64) {
             recorded.display()
         )
     });
-    let dir = PathBuf::from(dir.trim());
-    let sha = std::fs::read_to_string(dir.join("debian-12.raw.zst.sha256")).unwrap();
+    PathBuf::from(dir.trim())
+}
+
+fn sha_of(file: &Path) -> String {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".sha256");
+    std::fs::read_to_string(name).unwrap().trim().to_string()
+}
+
+/// The raw.zst OS image, its SHA-256 and its size once written.
+fn os_image() -> (PathBuf, String, u64) {
+    let dir = os_image_dir();
+    let sha = sha_of(&dir.join("debian-12.raw.zst"));
     let size = std::fs::read_to_string(dir.join("size_bytes")).unwrap();
     (
         dir.join("debian-12.raw.zst"),
-        sha.trim().to_string(),
+        sha,
         size.trim().parse().unwrap(),
     )
 }
@@ -102,19 +116,38 @@ fn event_time(m: &Value, kind: &str) -> Option<String> {
 enum By {
     /// An operator, through the API, after registration (with a hostname set first).
     Api,
-    /// An assignment rule matching the VM's MAC, at registration.
+    /// An assignment rule matching the VM's MAC, at registration. The rule's OS is the
+    /// same disk as a qcow2 image, from a mirror that drops the first connection mid-file.
     Rule,
 }
 
 async fn install(name: &str, id: Identity, uefi: bool, by: By) {
     let _slot = VMS.acquire().await.unwrap();
     let (s, _boot) = server().await;
+    let mut mirror = None;
     if by == By::Rule {
+        let qcow2 = os_image_dir().join("debian-12.qcow2");
+        let flaky = FlakyServer::start(qcow2.clone(), 1, 64 << 20).await;
+        let (_, _, size) = os_image();
+        let r = s
+            .post(
+                "/api/v1/os",
+                json!({
+                    "slug": "lab-debian-12-qcow2", "name": "Debian 12 (lab build, qcow2)",
+                    "family": "debian", "version": "12",
+                    "image_url": format!("http://10.0.2.2:{}/image", flaky.port),
+                    "format": "qcow2", "sha256": sha_of(&qcow2), "size_bytes": size,
+                    "user_data": "#cloud-config\nruncmd:\n  - [sh, -c, 'echo dragonfly-first-boot-done > /dev/ttyS0']\n"
+                }),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        mirror = Some(flaky);
         let prefix = &id.mac[..14];
         let r = s
             .post(
                 "/api/v1/rules",
-                json!({"name": "lab VMs", "mac_prefix": prefix, "os": "lab-debian-12",
+                json!({"name": "lab VMs", "mac_prefix": prefix, "os": "lab-debian-12-qcow2",
                        "disk_rule": "smallest"}),
             )
             .await;
@@ -155,7 +188,7 @@ async fn install(name: &str, id: Identity, uefi: bool, by: By) {
             assert_eq!(m["target_disk"], json!({"serial": id.disk}));
             let events = s.machine(&machine).await["events"].to_string();
             assert!(
-                events.contains("rule 'lab VMs' assigned lab-debian-12"),
+                events.contains("rule 'lab VMs' assigned lab-debian-12-qcow2"),
                 "{events}"
             );
             format!("node-{}", id.mac.replace(':', ""))
@@ -190,6 +223,24 @@ async fn install(name: &str, id: Identity, uefi: bool, by: By) {
         vm.console_tail()
     );
     assert!(event_time(&m, "install_written").is_some(), "{m}");
+    if let Some(mirror) = mirror {
+        // The mirror cut the first connection at 64 MiB: the agent resumed with a Range
+        // request and said so.
+        assert_eq!(mirror.resumes.load(Ordering::Relaxed), 1);
+        let written = m["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "install_written")
+            .unwrap();
+        assert!(
+            written["message"]
+                .as_str()
+                .unwrap()
+                .contains("download resumed 1 times"),
+            "{written}"
+        );
+    }
     // The phone-home came from the installed system, with the hostname it was given.
     let success = m["events"]
         .as_array()
@@ -280,9 +331,10 @@ async fn state_of(s: &Server, machine: &str, wanted: &str) -> Value {
 /// The failures an operator must be told about, in a real VM: a disk too small is refused
 /// before anything is written; a wrong checksum fails after the download with the disk's
 /// first MiB as it was (zeros here); the agent stays in the Dragonfly image, awaiting the
-/// operator, and takes the next assignment.
+/// operator, and takes the next assignment; a target disk that is gone (swapped while the
+/// machine was off) fails with the serial wanted and the disks found.
 #[tokio::test]
-async fn a_too_small_disk_and_a_wrong_checksum_fail_with_the_reason_and_write_nothing_bootable() {
+async fn a_too_small_disk_a_wrong_checksum_and_a_missing_disk_fail_with_the_reason() {
     let _slot = VMS.acquire().await.unwrap();
     let (s, _boot) = server().await;
     let (_, sha, _) = os_image();
@@ -352,4 +404,28 @@ async fn a_too_small_disk_and_a_wrong_checksum_fail_with_the_reason_and_write_no
         "the disk's first MiB was written"
     );
     vm.kill("install-failures").await;
+
+    // The disk was swapped while the machine was off: the install names the serial it
+    // wanted and the disks it found, and writes nothing.
+    let r = s
+        .post(
+            &format!("/api/v1/machines/{machine}/reimage"),
+            json!({"os": "lab-debian-12"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let swapped = Identity {
+        disk: "E2E-INST-SWAPPED",
+        ..id
+    };
+    let vm = Vm::boot(&s, &swapped, false, 2 << 30, 1024);
+    let m = state_of(&s, &machine, "failed").await;
+    let why = m["status_message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        why.contains("no disk with serial E2E-INST-FAIL-DISK")
+            && why.contains("serial E2E-INST-SWAPPED"),
+        "{m}\nconsole:\n{}",
+        vm.console()
+    );
+    vm.kill("install-failures-swapped").await;
 }

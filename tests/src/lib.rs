@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 pub use dragonfly_testkit::{PASSWORD, Server, wait_for, workspace};
 
+pub mod flaky;
 pub mod qemu;
 
 /// Registers machine `n` through the agent API with a small report of its own (serial

@@ -225,3 +225,91 @@ async fn bulk_tagging_names_and_tags_exactly_the_selected_machines() {
     })
     .await;
 }
+
+/// The OS page's "Refresh checksums" reads each entry's published list (here: a mirror on
+/// loopback the built-in entries were pointed at) and says, per entry, what it found; a
+/// machine's own SSH keys are kept from its page.
+#[tokio::test]
+async fn checksums_refresh_from_the_os_page_and_a_machine_keeps_its_own_keys() {
+    with_browser("os-refresh", |b, s| async move {
+        let r = async {
+            let dir = tempfile::tempdir()?;
+            let sums = dir.path().join("SUMS");
+            let sha512 = "5".repeat(128);
+            let sha256 = "2".repeat(64);
+            // Three of the four built-in files are listed; jammy's is not.
+            std::fs::write(
+                &sums,
+                format!(
+                    "{sha512}  debian-12-generic-amd64.qcow2\n{sha512}  debian-13-generic-amd64.qcow2\n\
+                     {sha256} *noble-server-cloudimg-amd64.img\n"
+                ),
+            )?;
+            let mirror = dragonfly_e2e::flaky::FlakyServer::start(sums, 0, 0).await;
+            let list = format!("http://127.0.0.1:{}/image", mirror.port);
+            for slug in ["debian-12", "debian-13", "ubuntu-22.04", "ubuntu-24.04"] {
+                let os: serde_json::Value = s.get(&format!("/api/v1/os/{slug}")).await.json().await?;
+                let mut input = serde_json::json!({});
+                for f in ["name", "family", "version", "arch", "image_url", "format"] {
+                    input[f] = os[f].clone();
+                }
+                input["checksum_url"] = list.clone().into();
+                let r = s.put(&format!("/api/v1/os/{slug}"), input).await;
+                anyhow::ensure!(r.status() == 200, "{}", r.text().await?);
+            }
+            let id = register(&s, 21).await;
+            login(&b, &s).await?;
+            let c = &b.client;
+            c.goto(&format!("{}/os", s.url)).await?;
+            c.find(Locator::XPath("//button[contains(., 'Refresh checksums')]"))
+                .await?
+                .click()
+                .await?;
+            let lines = eventually(WAIT, "the refresh results", || async {
+                let t = c
+                    .find(Locator::Css("#refresh-lines"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                (t.lines().count() == 4).then_some(t)
+            })
+            .await?;
+            anyhow::ensure!(
+                lines.contains("debian-12: new SHA-512 5555")
+                    && lines.contains("ubuntu-24.04: new SHA-256 2222")
+                    && lines.contains("ubuntu-22.04: ")
+                    && lines.contains("lists no checksum for jammy-server-cloudimg-amd64.img"),
+                "{lines}"
+            );
+            b.snap("os-refresh").await;
+            let os: serde_json::Value = s.get("/api/v1/os/debian-13").await.json().await?;
+            anyhow::ensure!(os["sha512"] == sha512.as_str(), "{os}");
+
+            // The machine's own key, from its page.
+            c.goto(&format!("{}/machines/{id}", s.url)).await?;
+            let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUiMachineKey01 owner@team";
+            c.find(Locator::Css("#ssh_keys")).await?.send_keys(key).await?;
+            c.find(Locator::XPath("//form[.//textarea[@id='ssh_keys']]//button[@type='submit']"))
+                .await?
+                .click()
+                .await?;
+            let kept = eventually(WAIT, "the machine's keys", || async {
+                let v: serde_json::Value = s
+                    .get(&format!("/api/v1/machines/{id}/ssh-keys"))
+                    .await
+                    .json()
+                    .await
+                    .ok()?;
+                (v["keys"].as_array()?.len() == 1).then_some(v)
+            })
+            .await?;
+            anyhow::ensure!(kept["keys"][0] == key, "{kept}");
+            Ok(())
+        }
+        .await;
+        (b, r)
+    })
+    .await;
+}
