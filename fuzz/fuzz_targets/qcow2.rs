@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let spool = Spool {
-        file: data,
+        file: &data,
         base: 0,
         len: data.len() as u64,
     };
