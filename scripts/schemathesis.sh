@@ -33,7 +33,9 @@ fi
 
 work="$(mktemp -d)"
 server_pid=""
+mirror_pid=""
 cleanup() {
+  [ -z "$mirror_pid" ] || kill "$mirror_pid" 2>/dev/null || true
   if [ -n "$server_pid" ]; then
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
@@ -87,10 +89,16 @@ victim_token="$(curl -fsS -H "Authorization: Bearer $token" -H 'content-type: ap
 curl -fsS -o /dev/null -H "Authorization: Bearer $token" -H 'content-type: application/json' \
   -d '{"slug":"to-be-deleted","name":"Victim","family":"debian","version":"1","image_url":"http://mirror.invalid/x.img"}' \
   "$url/api/v1/os"
-# A checksum refresh fetches the entry's checksum_url: only ever this entry's, a closed port on
-# loopback (so the answer is a documented 502), never a URL a generated PUT wrote elsewhere.
+# A checksum refresh fetches the entry's checksum_url: only ever this entry's, a list served
+# on loopback by Python's http.server, never a URL a generated PUT wrote elsewhere.
+mkdir -p "$work/mirror"
+printf '%s  x.img\n' "$(printf 'schemathesis' | sha256sum | cut -d' ' -f1)" >"$work/mirror/SUMS"
+mirror_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+python3 -m http.server --bind 127.0.0.1 --directory "$work/mirror" "$mirror_port" >/dev/null 2>&1 &
+mirror_pid=$!
+for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$mirror_port/SUMS" 2>/dev/null && break; sleep 0.1; done
 curl -fsS -o /dev/null -H "Authorization: Bearer $token" -H 'content-type: application/json' \
-  -d '{"slug":"refresh-target","name":"Refresh","family":"debian","version":"1","image_url":"http://mirror.invalid/x.img","checksum_url":"http://127.0.0.1:9/SUMS"}' \
+  -d "{\"slug\":\"refresh-target\",\"name\":\"Refresh\",\"family\":\"debian\",\"version\":\"1\",\"image_url\":\"http://mirror.invalid/x.img\",\"checksum_url\":\"http://127.0.0.1:$mirror_port/SUMS\"}" \
   "$url/api/v1/os"
 
 # Operator requests carry the API token, heartbeats the last machine's agent token (without
@@ -151,8 +159,8 @@ set +e
     NO_PROXY=127.0.0.1 no_proxy=127.0.0.1 timeout --signal=INT --kill-after=30 "$timeout_secs" \
       "$venv/bin/st" --config-file "$work/schemathesis.toml" run "$work/openapi.json" \
       --url "$url" \
-      --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
-      --phases examples,coverage,fuzzing \
+      --checks "${SCHEMATHESIS_CHECKS:-not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance}" \
+      --phases "${SCHEMATHESIS_PHASES:-examples,coverage,fuzzing}" \
       --max-examples "$examples" \
       --exclude-path /api/v1/events \
       --workers 2 \
