@@ -36,6 +36,11 @@ pids+=("$server")
 for _ in $(seq 100); do curl -fs "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
+# RSS splits into the heap (anonymous) and pages of mapped files: the database is memory
+# mapped (store.rs), so its pages the server touched count as RSS although the kernel can
+# drop them at will.
+rss_anon() { awk '/RssAnon/ {print $2}' "/proc/$server/status"; }
+rss_file() { awk '/RssFile|RssShmem/ {n += $2} END {print n}' "/proc/$server/status"; }
 cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 fds() { ls "/proc/$server/fd" | wc -l; }
 health_ms() { curl -s -o /dev/null -w '%{time_total}' "$url/healthz" | awk '{printf "%.2f", $1 * 1000}'; }
@@ -44,17 +49,18 @@ p99() { sort -n | awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; print a[i]}
 
 # The idle server: the comparison for /healthz and the memory baseline.
 idle_rss=$(rss)
+idle_anon=$(rss_anon)
 for _ in $(seq 50); do health_ms; echo; done >"$work/idle-health"
 
 "$rel/dragonfly-agent" simulate --server "$url" --count "$agents" --ramp "$ramp" \
   --duration $((secs + ramp)) >"$work/sim.log" 2>&1 &
 sim=$!
 pids+=("$sim")
-echo "t_s,rss_kib,cpu_ticks,fds,healthz_ms" >"$work/bench-soak.csv"
+echo "t_s,rss_kib,cpu_ticks,fds,healthz_ms,anon_kib,file_kib" >"$work/bench-soak.csv"
 start=$(date +%s)
 while kill -0 "$sim" 2>/dev/null; do
   t=$(( $(date +%s) - start ))
-  echo "$t,$(rss),$(cpu),$(fds),$(health_ms)" >>"$work/bench-soak.csv"
+  echo "$t,$(rss),$(cpu),$(fds),$(health_ms),$(rss_anon),$(rss_file)" >>"$work/bench-soak.csv"
   sleep 10
 done
 wait "$sim" || true
@@ -72,9 +78,15 @@ loaded_med=$(echo "$steady" | cut -d, -f5 | median)
 loaded_p99=$(echo "$steady" | cut -d, -f5 | p99)
 idle_med=$(median <"$work/idle-health")
 per_agent=$(awk -v p="$peak_rss" -v i="$idle_rss" -v n="$agents" 'BEGIN {printf "%.1f", (p - i) / n}')
+peak_anon=$(echo "$steady" | cut -d, -f6 | sort -n | tail -1)
+peak_file=$(echo "$steady" | cut -d, -f7 | sort -n | tail -1)
+anon_per_agent=$(awk -v p="$peak_anon" -v i="$idle_anon" -v n="$agents" 'BEGIN {printf "%.1f", (p - i) / n}')
+db_bytes=$(du -cb "$work"/sqlite.db* | tail -1 | cut -f1)
 echo "agents:            $agents, ${secs} s after a ${ramp} s ramp"
 echo "simulator:         $(tail -1 "$work/sim.log")"
 echo "server RSS:        idle ${idle_rss} KiB, peak ${peak_rss} KiB -> ${per_agent} KiB per waiting agent"
+echo "  of which heap:   idle ${idle_anon} KiB, peak ${peak_anon} KiB -> ${anon_per_agent} KiB per waiting agent"
+echo "  mapped files:    peak ${peak_file} KiB (the database and its WAL index: ${db_bytes} bytes on disk)"
 echo "server CPU:        ${cpu_pct} % of one core (steady state)"
 echo "descriptors:       ${max_fds} open at most"
 echo "/healthz:          idle median ${idle_med} ms; with the agents median ${loaded_med} ms, p99 ${loaded_p99} ms"

@@ -159,12 +159,11 @@ async fn an_assignment_becomes_a_workflow_whose_progress_is_the_machine_state() 
     assert_eq!(wf["spec"]["templateRef"], "dragonfly-debian-12");
     assert_eq!(wf["spec"]["hardwareMap"]["device_1"], "52:54:00:00:00:01");
     let template = e.wait_for("templates", "dragonfly-debian-12").await;
-    assert!(
-        template["spec"]["data"]
-            .as_str()
-            .unwrap()
-            .contains("debian-12-generic-amd64.raw")
-    );
+    // The built-in Debian entry is the published qcow2 image: Tinkerbell's qemuimg2disk
+    // action writes it.
+    let data = template["spec"]["data"].as_str().unwrap();
+    assert!(data.contains("debian-12-generic-amd64.qcow2"), "{data}");
+    assert!(data.contains("qemuimg2disk"), "{data}");
     let hw = e.wait_for("hardware", &name(1)).await;
     assert_eq!(
         hw["spec"]["disks"][0]["device"],
