@@ -375,18 +375,24 @@ impl Catalogue {
             .await
     }
 
-    /// Refreshes every entry that has a checksum list; one line per entry, failures too.
+    /// Refreshes every entry that has a checksum list, all at once (so the whole takes at
+    /// most one fetch's time limit); one line per entry, failures too.
     pub async fn refresh_all(
         &self,
     ) -> Result<Vec<(String, std::result::Result<Refreshed, String>)>> {
-        let mut out = Vec::new();
-        for os in self.list().await? {
-            if os.checksum_url.is_none() {
-                continue;
-            }
-            let r = self.refresh(&os.slug).await.map_err(|e| e.to_string());
-            out.push((os.slug, r));
-        }
-        Ok(out)
+        let slugs: Vec<String> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|os| os.checksum_url.is_some())
+            .map(|os| os.slug)
+            .collect();
+        let results = futures_util::future::join_all(
+            slugs
+                .iter()
+                .map(|slug| async move { self.refresh(slug).await.map_err(|e| e.to_string()) }),
+        )
+        .await;
+        Ok(slugs.into_iter().zip(results).collect())
     }
 }
