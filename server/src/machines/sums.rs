@@ -87,12 +87,15 @@ pub async fn fetch(url: &str) -> Result<String, String> {
 }
 
 async fn fetch_inner(url: &str) -> Result<String, String> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("the system's CA certificates: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
+    // Loading the system's CA certificates reads files: not on an async worker.
+    let https = tokio::task::spawn_blocking(|| {
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map(|b| b.https_or_http().enable_http1().build())
+    })
+    .await
+    .map_err(|e| format!("loading the system's CA certificates: {e}"))?
+    .map_err(|e| format!("the system's CA certificates: {e}"))?;
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
     let mut url = url.to_string();
     for _ in 0..=REDIRECTS {
