@@ -17,6 +17,8 @@ ramp=60
 target="${CARGO_TARGET_DIR:-target}"
 rel="$target/x86_64-unknown-linux-musl/release"
 [ -x "$rel/dragonfly" ] && [ -x "$rel/dragonfly-agent" ] || scripts/build-release.sh
+# SERVER=path measures another server binary (an older build, for a same-run comparison).
+server_bin="${SERVER:-$rel/dragonfly}"
 ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt $((agents + 1000)) ]; then
   echo "error: ulimit -n is $(ulimit -n); $((agents + 1000)) descriptors are needed" >&2
@@ -28,7 +30,7 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
-RUST_LOG=warn "$rel/dragonfly" --host 127.0.0.1 --port "$port" --db "$work/sqlite.db" \
+RUST_LOG=warn "$server_bin" --host 127.0.0.1 --port "$port" --db "$work/sqlite.db" \
   --max-connections-per-address $((agents + 1000)) \
   --registrations-per-minute-per-address 1000000 >"$work/server.log" 2>&1 &
 server=$!

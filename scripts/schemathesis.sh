@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Generated requests for every operation of the OpenAPI document, against the real server on
-# 127.0.0.1 with a throwaway database. Checks that no request gets a 5xx and that every
-# response matches the document: status code, content type, body schema. Exits non-zero on
-# any failure and prints the counts.
+# 127.0.0.1 with a throwaway database, in every phase (examples, coverage with its boundary
+# and negative cases, fuzzing, stateful sequences) and with every check: no request gets a
+# 5xx, every response matches the document (status code, content type, body schema), no
+# request the document calls valid is refused, none it calls invalid is accepted. Exits
+# non-zero on any failure and prints the counts.
 #
-#   scripts/schemathesis.sh [EXAMPLES_PER_OPERATION]     default 60 (over 1,000 cases)
+#   scripts/schemathesis.sh [EXAMPLES_PER_OPERATION]     default 60 (over 3,000 cases)
+#   SCHEMATHESIS_CHECKS=... SCHEMATHESIS_PHASES=...       narrow the run
 #
 # Bounded: EXAMPLES_PER_OPERATION generated cases per operation, and a wall-clock limit of
 # SCHEMATHESIS_TIMEOUT seconds (default 300) for the whole run. Uses the debug binary that
@@ -46,7 +49,9 @@ trap cleanup EXIT
 
 db="$work/dragonfly.db"
 token="$("$bin" admin create-token --name schemathesis --db "$db" 2>/dev/null)"
-"$bin" --host 127.0.0.1 --port 0 --db "$db" --boot-dir "$work/boot" >"$work/server.log" 2>&1 &
+# Long-polls are held 1 s at most: generated heartbeats may ask for the full 60.
+"$bin" --host 127.0.0.1 --port 0 --db "$db" --boot-dir "$work/boot" --long-poll-secs 1 \
+  >"$work/server.log" 2>&1 &
 server_pid=$!
 
 # The port is the kernel's choice: read it from the server's ready line, then poll /healthz.
@@ -101,22 +106,22 @@ curl -fsS -o /dev/null -H "Authorization: Bearer $token" -H 'content-type: appli
   -d "{\"slug\":\"refresh-target\",\"name\":\"Refresh\",\"family\":\"debian\",\"version\":\"1\",\"image_url\":\"http://mirror.invalid/x.img\",\"checksum_url\":\"http://127.0.0.1:$mirror_port/SUMS\"}" \
   "$url/api/v1/os"
 
-# Operator requests carry the API token, heartbeats the last machine's agent token (without
-# the long poll, which holds a request up to 60 s by design). Requests for one machine or OS
-# entry name a real one. Registrations mostly use real MAC spellings, so that most of them
-# get past validation (the schema cannot say what a MAC looks like).
+# Operator requests carry the API token, heartbeats the last machine's agent token. Requests for one machine or OS
+# entry name a real one. The one value the document cannot describe is whether user_data
+# parses as YAML: it comes from a list of real cloud-config documents.
 cat >"$work/schemathesis.toml" <<TOML
 headers = { Authorization = "Bearer $token" }
 continue-on-failure = true
 request-timeout = 10
 
-[dictionaries.macs]
-values = ["52:54:00:5c:10:01", "52-54-00-5C-10-02", "5254.005c.1003", "5254005c1004",
-  "01-52-54-00-5c-10-05", "52:54:00:5c:00:01", "00:00:00:00:00:00", "01:00:5e:00:00:01"]
+[dictionaries.cloud_configs]
+values = ["#cloud-config", "#cloud-config\npackages: [htop]\n", "#cloud-config\nruncmd:\n  - echo hi\n",
+  "#cloud-config\nwrite_files:\n  - path: /etc/motd\n    content: hello\n", ""]
 
 [[operations]]
-include-path = "/api/v1/agent/register"
-parameters = { "body.report.boot_mac" = { dictionary = "macs", probability = 0.8 }, "body.report.nics[*].mac" = { dictionary = "macs", probability = 0.8 } }
+include-path = "/api/v1/os"
+include-method = "POST"
+parameters = { "body.user_data" = { dictionary = "cloud_configs", probability = 1.0 } }
 
 [[operations]]
 include-path = "/api/v1/agent/heartbeat"
@@ -140,30 +145,36 @@ parameters = { "path.id" = "$victim_token" }
 [[operations]]
 include-path = "/api/v1/os/{slug}"
 exclude-method = "DELETE"
-parameters = { "path.slug" = "debian-12" }
+parameters = { "path.slug" = "debian-12", "body.user_data" = { dictionary = "cloud_configs", probability = 1.0 } }
 
 [[operations]]
 include-path = "/api/v1/os/{slug}"
 include-method = "DELETE"
 parameters = { "path.slug" = "to-be-deleted" }
 
+# A refresh of an entry whose checksum_url names no reachable server is the upstream's
+# failure: 502, documented (the stateful phase makes such entries).
 [[operations]]
 include-path = "/api/v1/os/{slug}/refresh"
 parameters = { "path.slug" = "refresh-target" }
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]
 TOML
 
-# GET /api/v1/events is the live event stream: it never ends, so it is left out.
+# GET /api/v1/events is the live event stream: it never ends, so it is left out. One worker:
+# with two, the generator sometimes fails inside Python's own parser ("AST constructor
+# recursion depth mismatch", a thread-safety bug of CPython 3.11), an error of the tool, not
+# of the server.
 set +e
 (
   cd "$work" &&
     NO_PROXY=127.0.0.1 no_proxy=127.0.0.1 timeout --signal=INT --kill-after=30 "$timeout_secs" \
       "$venv/bin/st" --config-file "$work/schemathesis.toml" run "$work/openapi.json" \
       --url "$url" \
-      --checks "${SCHEMATHESIS_CHECKS:-not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance}" \
-      --phases "${SCHEMATHESIS_PHASES:-examples,coverage,fuzzing}" \
+      --checks "${SCHEMATHESIS_CHECKS:-all}" \
+      --phases "${SCHEMATHESIS_PHASES:-examples,coverage,fuzzing,stateful}" \
       --max-examples "$examples" \
       --exclude-path /api/v1/events \
-      --workers 2 \
+      --workers 1 \
       --seed "${SCHEMATHESIS_SEED:-$RANDOM}" \
       --generation-database none \
       --no-color
@@ -174,7 +185,8 @@ set -e
 # The counts: cases from the summary; 5xx from the server's own log; schema violations are
 # the failures of codes ST108-ST111 (body not matching, or not parsing as, the document).
 cases="$(grep -oE '[0-9]+ generated' "$work/st.log" | tail -1 | cut -d' ' -f1 || true)"
-server_errors="$(grep -c 'response failed classification=Status code: 5' "$work/server.log" || true)"
+# (502 is the answer for a mirror that failed a checksum refresh, not the server's failure.)
+server_errors="$(grep -cE 'response failed classification=Status code: 5(0[013-9]|[1-9][0-9])' "$work/server.log" || true)"
 violations="$(sed -n 's/.*ST1\(08\|09\|10\|11\) .*: \([0-9][0-9]*\)$/\2/p' "$work/st.log" |
   awk '{ n += $1 } END { print n + 0 }')"
 echo

@@ -99,22 +99,10 @@ impl std::error::Error for MacError {}
 /// (also iPXE's `01-aa-bb-..` BOOTIF form) into lower-case colon form.
 pub fn normalize_mac(value: &str) -> Result<String, MacError> {
     let v = value.trim();
-    let digits: String = v
-        .chars()
-        .filter(|c| !matches!(c, ':' | '-' | '.'))
-        .collect();
-    // Every separator must sit between hex digits; reject stray characters outright.
-    if !v
-        .chars()
-        .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '-' | '.'))
-    {
-        return Err(MacError::Malformed);
-    }
-    let digits = match digits.len() {
-        12 => digits,
-        // BOOTIF=01-aa-bb-cc-dd-ee-ff: the leading 01 is the ARP hardware type (Ethernet).
-        14 if digits.starts_with("01") && v.starts_with("01-") => digits[2..].to_string(),
-        _ => return Err(MacError::Malformed),
+    // BOOTIF=01-aa-bb-cc-dd-ee-ff: the leading 01 is the ARP hardware type (Ethernet).
+    let digits = match v.strip_prefix("01-").and_then(mac_digits) {
+        Some(d) => d,
+        None => mac_digits(v).ok_or(MacError::Malformed)?,
     };
     let lower = digits.to_ascii_lowercase();
     let octets: Vec<&str> = (0..6).map(|i| &lower[i * 2..i * 2 + 2]).collect();
@@ -123,6 +111,23 @@ pub fn normalize_mac(value: &str) -> Result<String, MacError> {
         return Err(MacError::NotUnicast);
     }
     Ok(octets.join(":"))
+}
+
+/// The twelve hex digits of one of the usual spellings: `aa:bb:cc:dd:ee:ff` (or with `-`),
+/// `aabb.ccdd.eeff`, `aabbccddeeff`.
+fn mac_digits(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let hex = |s: &[u8]| s.iter().all(u8::is_ascii_hexdigit);
+    let ok = match b.len() {
+        12 => hex(b),
+        14 => b[4] == b'.' && b[9] == b'.' && hex(&b[..4]) && hex(&b[5..9]) && hex(&b[10..]),
+        17 => {
+            (0..6).all(|i| hex(&b[i * 3..i * 3 + 2]))
+                && (1..6).all(|i| matches!(b[i * 3 - 1], b':' | b'-'))
+        }
+        _ => false,
+    };
+    ok.then(|| v.chars().filter(char::is_ascii_hexdigit).collect())
 }
 
 #[cfg(test)]
@@ -189,6 +194,15 @@ mod tests {
         assert_eq!(normalize_mac("52:54:00:ab:cd"), Err(MacError::Malformed));
         assert_eq!(normalize_mac("52:54:00:ab:cd:zz"), Err(MacError::Malformed));
         assert_eq!(normalize_mac("../../etc/passwd"), Err(MacError::Malformed));
+        // Only the usual spellings: separators in their places, one kind per spelling.
+        for odd in [
+            "5:2:5:4:0:0:a:b:c:d:0:1",
+            "5254:00ab:cd01",
+            "52:5400abcd01",
+            "52.54.00.ab.cd.01",
+        ] {
+            assert_eq!(normalize_mac(odd), Err(MacError::Malformed), "{odd}");
+        }
         assert_eq!(
             normalize_mac("00:00:00:00:00:00"),
             Err(MacError::NotUnicast)

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod constraints;
 pub mod events;
 pub mod extract;
 pub mod machines;
@@ -23,8 +24,12 @@ use crate::state::AppState;
 /// Largest accepted agent registration (a hardware report with thousands of PCI functions
 /// stays well under this).
 pub const REGISTER_BODY_LIMIT: usize = 1024 * 1024;
-/// Largest accepted body anywhere else.
+/// Largest accepted body on the public routes (heartbeats, logins).
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// Largest accepted operator request: the longest texts (64 Ki characters of `user_data`,
+/// 60,000 of SSH keys) still fit when every character is sent as a six-byte JSON escape,
+/// so a request the document calls valid is never refused for its size.
+pub const OPERATOR_BODY_LIMIT: usize = 512 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -149,7 +154,7 @@ pub fn router() -> ApiRoutes {
         .routes(routes!(events::stream))
         .routes(routes!(events::log))
         .routes(routes!(system::metrics))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(OPERATOR_BODY_LIMIT))
         .split_for_parts();
     let mut doc = public_doc;
     doc.merge(protected_doc);
@@ -220,5 +225,13 @@ fn document_shared_errors(doc: &mut utoipa::openapi::OpenApi) {
 /// The OpenAPI document as pretty JSON (what `/api/openapi.json` serves and what is
 /// checked in as `openapi.json`).
 pub fn openapi_json() -> String {
-    router().doc.to_pretty_json().unwrap_or_default()
+    document(&router().doc)
+}
+
+/// The finished document: what utoipa generated plus the constraints the validators
+/// enforce ([`constraints`]).
+pub fn document(doc: &utoipa::openapi::OpenApi) -> String {
+    let mut value = serde_json::to_value(doc).unwrap_or_default();
+    constraints::apply(&mut value);
+    serde_json::to_string_pretty(&value).unwrap_or_default()
 }

@@ -258,10 +258,10 @@ impl Auth {
         scope: Scope,
         created_by: &str,
     ) -> Result<(TokenView, String)> {
-        let name = name.trim().to_string();
-        if name.is_empty() || name.len() > 64 {
-            return Err(Error::invalid("name", "1–64 characters"));
+        if name.chars().count() > 64 || name.trim().is_empty() {
+            return Err(Error::invalid("name", "1–64 characters, not all blank"));
         }
+        let name = name.trim().to_string();
         let secret = format!("dfo_{}", random_secret(32));
         let row = store::TokenRow {
             id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),

@@ -26,6 +26,11 @@ pub enum Error {
     },
     #[error("{0} not found")]
     NotFound(String),
+    /// A well-formed value names something that does not exist now (an OS not in the
+    /// catalogue, a disk the machine did not report): no schema can say that, so it is a
+    /// conflict with the current state, not an invalid value.
+    #[error("{field}: {message}")]
+    Unresolved { field: String, message: String },
     /// The request conflicts with the current state (illegal transition, duplicate, in use).
     #[error("{0}")]
     Conflict(String),
@@ -65,6 +70,13 @@ impl Error {
         }
     }
 
+    pub fn unresolved(field: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Unresolved {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
     pub fn not_found(what: impl Into<String>) -> Error {
         Error::NotFound(what.into())
     }
@@ -75,6 +87,7 @@ impl Error {
             Error::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::Unresolved { .. } => (StatusCode::CONFLICT, "unknown_reference"),
             Error::Held(_) => (StatusCode::CONFLICT, "pending_approval"),
             Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -94,7 +107,7 @@ impl Error {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code: `invalid_value`, `invalid_json`, `not_found`,
-    /// `conflict`, `pending_approval`, `unauthorized`, `forbidden`, `payload_too_large`,
+    /// `conflict`, `unknown_reference`, `pending_approval`, `unauthorized`, `forbidden`, `payload_too_large`,
     /// `request_timeout`,
     /// `unsupported_media_type`, `method_not_allowed`, `rate_limited`, `upstream`, `internal`.
     pub error: String,
@@ -132,7 +145,9 @@ impl IntoResponse for Error {
             _ => None,
         };
         let (message, field) = match self {
-            Error::Invalid { field, message } => (message, Some(field).filter(|f| !f.is_empty())),
+            Error::Invalid { field, message } | Error::Unresolved { field, message } => {
+                (message, Some(field).filter(|f| !f.is_empty()))
+            }
             Error::BadRequest { message, field, .. } => (message, field),
             Error::Store(ref e) => {
                 tracing::error!(error = %e, "storage error");

@@ -28,11 +28,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, StatusCode, header};
 use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::artefact::ArtefactCache;
 use crate::auth::Auth;
@@ -67,6 +65,7 @@ pub async fn build_state(
         tls: config.tls.is_some(),
         installer: config.installer.unwrap_or(Installer::Native),
         first_boot_timeout_ms: i64::from(config.first_boot_timeout_secs) * 1000,
+        long_poll_secs: config.long_poll_secs,
         ssh_keys: config.ssh_keys.clone(),
     });
     let machines = Machines::new(db.clone(), clock.clone(), settings.clone());
@@ -104,48 +103,13 @@ pub async fn build_state(
     })
 }
 
-/// Response headers every page and API answer carries. The CSP allows no inline script and
-/// no other origin; the UI's scripts are served from this binary. Over TLS, browsers are
-/// told to keep to HTTPS (HSTS).
-fn security_headers(router: Router, tls: bool) -> Router {
-    let router = if tls {
-        router.layer(SetResponseHeaderLayer::if_not_present(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000"),
-        ))
-    } else {
-        router
-    };
-    let headers: [(HeaderName, &'static str); 5] = [
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
-             frame-ancestors 'none'",
-        ),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (
-            HeaderName::from_static("cross-origin-opener-policy"),
-            "same-origin",
-        ),
-    ];
-    headers.into_iter().fold(router, |r, (name, value)| {
-        r.layer(SetResponseHeaderLayer::if_not_present(
-            name,
-            HeaderValue::from_static(value),
-        ))
-    })
-}
-
 /// The whole HTTP application. Pure: no I/O happens here.
 ///
 /// Every route is closed (session or API token) unless it is in the public set: health,
 /// agent registration and heartbeats (per-machine tokens), login, and the boot files.
 pub fn router(state: AppState) -> Router {
     let api = api::router();
-    let openapi: Arc<str> = api.doc.to_pretty_json().unwrap_or_default().into();
+    let openapi: Arc<str> = api::document(&api.doc).into();
     let protected = api
         .protected
         .route(
@@ -169,9 +133,7 @@ pub fn router(state: AppState) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ));
-    let tls = state.settings.tls;
-    let app = api
-        .public
+    api.public
         .merge(boot::router())
         .merge(protected)
         .merge(ui::router(state.clone()))
@@ -191,62 +153,11 @@ pub fn router(state: AppState) -> Router {
                 None,
             )
         })
-        .layer(axum::middleware::map_response(json_errors))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
-        .layer(TraceLayer::new_for_http())
-        // gzip for pages, scripts and JSON; the default predicate leaves SSE and small
-        // bodies alone.
-        .layer(tower_http::compression::CompressionLayer::new())
-        .with_state(state);
-    security_headers(app, tls)
-}
-
-/// Rewrites error responses produced by the framework (path and query rejections, for
-/// instance) into the API's JSON error shape, keeping their text as the message.
-async fn json_errors(resp: Response) -> Response {
-    let status = resp.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return resp;
-    }
-    // JSON errors are already in shape; HTML errors are the UI's own pages and toasts.
-    let keep = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "application/json" || v.starts_with("text/html"));
-    if keep {
-        return resp;
-    }
-    let (parts, body) = resp.into_parts();
-    let text = axum::body::to_bytes(body, 4096)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-        .unwrap_or_default();
-    let code = match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::RANGE_NOT_SATISFIABLE => "range_not_satisfiable",
-        s if s.is_server_error() => "internal",
-        _ => "bad_request",
-    };
-    let message = if text.is_empty() || status.is_server_error() {
-        status.canonical_reason().unwrap_or("error").to_string()
-    } else {
-        text
-    };
-    let mut out = error_response(status, code, message, None).into_response();
-    // Headers that belong to the answer, not to its body (a 416 says the length).
-    for h in [header::CONTENT_RANGE, header::RETRY_AFTER, header::ALLOW] {
-        if let Some(v) = parts.headers.get(&h) {
-            out.headers_mut().insert(h, v.clone());
-        }
-    }
-    out
+        .with_state(state)
 }
 
 /// Serves `app` on `listener` (plain HTTP, default limits) until `shutdown` resolves. The

@@ -7,7 +7,9 @@
 //! connections must not take the descriptors `/healthz` and the real agents need.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
+use std::future::{Ready, ready};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,8 +20,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -29,7 +32,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::error::Error;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+
+use crate::error::{Error, error_response};
 
 /// The limits of one listener.
 #[derive(Debug, Clone)]
@@ -173,25 +178,51 @@ impl http_body::Body for DeadlineBody {
 }
 
 /// Refuses a body announced past every route's limit before reading it, and gives every
-/// other body a deadline.
-async fn bound_body(limit: Duration, req: Request, next: Next) -> Response {
-    // Past every route's own limit (the largest is a 1 MiB registration).
-    const MOST: u64 = 2 * 1024 * 1024;
-    let announced = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MOST) {
-        return Error::PayloadTooLarge.into_response();
+/// other body a deadline. A plain service rather than a middleware function: it boxes
+/// nothing per request, which matters for the thousands of long-polls parked at once.
+#[derive(Clone)]
+struct BoundBody<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S> tower::Service<hyper::Request<Incoming>> for BoundBody<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    // Most requests (every GET) have no body to wait for: no timer for them.
-    if http_body::Body::is_end_stream(req.body()) {
-        return next.run(req).await;
+
+    fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
+        // Past every route's own limit (the largest is a 1 MiB registration).
+        const MOST: u64 = 2 * 1024 * 1024;
+        let announced = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > MOST) {
+            return Either::Left(ready(Ok(Error::PayloadTooLarge.into_response())));
+        }
+        // Most requests (every GET) have no body to wait for: no timer for them.
+        let req = if http_body::Body::is_end_stream(req.body()) {
+            req.map(Body::new)
+        } else {
+            let deadline = Box::pin(tokio::time::sleep(self.limit));
+            req.map(|inner| {
+                Body::new(DeadlineBody {
+                    inner: Body::new(inner),
+                    deadline,
+                })
+            })
+        };
+        Either::Right(self.inner.call(req))
     }
-    let deadline = Box::pin(tokio::time::sleep(limit));
-    let req = req.map(|inner| Body::new(DeadlineBody { inner, deadline }));
-    next.run(req).await
 }
 
 /// Closes the connection when a write stays pending for [`Limits::write_stall`].
@@ -294,10 +325,24 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let body_timeout = limits.body_timeout;
-    let app = app.layer(axum::middleware::from_fn(move |req, next| {
-        bound_body(body_timeout, req, next)
-    }));
+    // The layers every answer passes through, composed once around the router rather than
+    // with `Router::layer` (which boxes each layer's future per route): a parked long-poll
+    // then costs one allocation for all of them.
+    let secure = tls.is_some();
+    let app = tower::ServiceBuilder::new()
+        .map_response(move |mut resp: Response<_>| {
+            security_headers(resp.headers_mut(), secure);
+            resp
+        })
+        // gzip for pages, scripts and JSON; the default predicate leaves SSE and small
+        // bodies alone.
+        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .and_then(|resp: Response| async { Ok::<_, Infallible>(json_errors(resp).await) })
+        .service(BoundBody {
+            inner: app,
+            limit: limits.body_timeout,
+        });
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let counts = Admission::new(limits.max_connections, limits.max_per_address);
@@ -336,15 +381,25 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let handshake = limits.handshake_timeout;
         let stall = limits.write_stall;
-        tokio::spawn(async move {
-            let _slot = slot;
-            let service = TowerToHyperService::new(service);
-            let result = match acceptor {
-                None => {
+        let service = TowerToHyperService::new(service);
+        let ended = move |result: Result<(), hyper::Error>| {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        };
+        // Two tasks, not one with a branch: a plain connection's task is not sized for the
+        // TLS state it will never have.
+        match acceptor {
+            None => {
+                tokio::spawn(async move {
+                    let _slot = slot;
                     let io = TokioIo::new(StallGuard::new(tcp, stall));
-                    watcher.watch(http.serve_connection(io, service)).await
-                }
-                Some(acceptor) => {
+                    ended(watcher.watch(http.serve_connection(io, service)).await);
+                });
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    let _slot = slot;
                     let stream = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
@@ -357,13 +412,10 @@ pub async fn serve(
                         }
                     };
                     let io = TokioIo::new(StallGuard::new(stream, stall));
-                    watcher.watch(http.serve_connection(io, service)).await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    ended(watcher.watch(http.serve_connection(io, service)).await);
+                });
             }
-        });
+        }
     }
     if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
         .await
@@ -372,6 +424,76 @@ pub async fn serve(
         tracing::warn!("open connections did not finish in time; closing them");
     }
     Ok(())
+}
+
+/// Response headers every page and API answer carries (unless the handler set its own).
+/// The CSP allows no inline script and no other origin; the UI's scripts are served from
+/// this binary. Over TLS, browsers are told to keep to HTTPS (HSTS).
+fn security_headers(headers: &mut HeaderMap, tls: bool) {
+    const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+        img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+        form-action 'self'; frame-ancestors 'none'";
+    let hsts = tls.then_some((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"));
+    let fixed = [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ];
+    for (name, value) in fixed.into_iter().chain(hsts) {
+        headers
+            .entry(name)
+            .or_insert_with(|| HeaderValue::from_static(value));
+    }
+}
+
+/// Rewrites error responses produced by the framework (path and query rejections, for
+/// instance) into the API's JSON error shape, keeping their text as the message.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    // JSON errors are already in shape; HTML errors are the UI's own pages and toasts.
+    let keep = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "application/json" || v.starts_with("text/html"));
+    if keep {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::RANGE_NOT_SATISFIABLE => "range_not_satisfiable",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if text.is_empty() || status.is_server_error() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut out = error_response(status, code, message, None).into_response();
+    // Headers that belong to the answer, not to its body (a 416 says the length).
+    for h in [header::CONTENT_RANGE, header::RETRY_AFTER, header::ALLOW] {
+        if let Some(v) = parts.headers.get(&h) {
+            out.headers_mut().insert(h, v.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ use utoipa::ToSchema;
 use crate::clock::Clock;
 use crate::config::{Installer, Settings};
 use crate::error::{Error, Result};
-use crate::events::{EventHub, Signals, Waiter};
+pub use crate::events::Waiter;
+use crate::events::{EventHub, Signals};
 use crate::secrets::random_secret;
 pub use crate::secrets::token_hash;
 use crate::store::Db;
@@ -68,6 +69,21 @@ impl AgentMachine {
     pub fn id(&self) -> &str {
         &self.0.id
     }
+
+    /// What a long-poll keeps while it waits: the machine's id and the token's hash, not the
+    /// whole row.
+    pub fn key(&self) -> AgentKey {
+        AgentKey {
+            id: self.0.id.clone(),
+            hash: self.1.clone(),
+        }
+    }
+}
+
+/// A machine and the hash of the agent token it was reached with.
+pub struct AgentKey {
+    id: String,
+    hash: String,
 }
 
 /// One-shot instructions an operator can queue for a machine's agent.

@@ -269,6 +269,9 @@ fn user_message(e: &Error) -> (StatusCode, String) {
             format!("{field}: {message}"),
         ),
         Error::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
+        Error::Unresolved { field, message } => {
+            (StatusCode::CONFLICT, format!("{field}: {message}"))
+        }
         Error::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
         other => (StatusCode::BAD_REQUEST, other.to_string()),
     }

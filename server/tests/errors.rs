@@ -69,7 +69,7 @@ async fn oversized_bodies_are_a_413_and_store_nothing() {
         None,
     )
     .await;
-    let big_notes = json!({"name": "x".repeat(100 * 1024), "family": "f", "version": "1", "image_url": "http://a/b"});
+    let big_notes = json!({"name": "x".repeat(600 * 1024), "family": "f", "version": "1", "image_url": "http://a/b"});
     expect_error(
         s.put("/api/v1/os/debian-12", big_notes).await,
         StatusCode::PAYLOAD_TOO_LARGE,

@@ -394,8 +394,8 @@ async fn assignment_refuses_unknown_os_and_unknown_disks() {
     let path = format!("/api/v1/machines/{id}/assign");
     expect_error(
         s.post(&path, json!({"os": "windows-95"})).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_value",
+        StatusCode::CONFLICT,
+        "unknown_reference",
         Some("os"),
     )
     .await;
@@ -405,8 +405,8 @@ async fn assignment_refuses_unknown_os_and_unknown_disks() {
             json!({"os": "debian-12", "target_disk": {"serial": "NOPE"}}),
         )
         .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_value",
+        StatusCode::CONFLICT,
+        "unknown_reference",
         Some("target_disk"),
     )
     .await;

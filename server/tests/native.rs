@@ -256,8 +256,8 @@ async fn only_verified_images_can_be_assigned() {
             json!({"os": "no-sum"}),
         )
         .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_value",
+        StatusCode::CONFLICT,
+        "unknown_reference",
         Some("os"),
     )
     .await;

@@ -50,3 +50,95 @@ async fn the_server_serves_the_same_document() {
         assert!(served["paths"][path].is_object(), "{path} missing");
     }
 }
+
+/// The property `prop` of schema `schema` in the served document, as a validator.
+fn validator(schema: &str, prop: &str) -> jsonschema::Validator {
+    let doc: serde_json::Value = serde_json::from_str(&dragonfly::api::openapi_json()).unwrap();
+    let s = &doc["components"]["schemas"][schema]["properties"][prop];
+    assert!(s.is_object(), "no {schema}.{prop} in the document");
+    jsonschema::validator_for(s).unwrap()
+}
+
+mod patterns {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// MACs: the documented pattern and the server's reader agree, on the usual spellings,
+    /// on the refused ones, and on strings made of hex digits and separators.
+    #[test]
+    fn the_mac_pattern_is_what_normalize_mac_accepts() {
+        let v = super::validator("Nic", "mac");
+        for m in [
+            "52:54:00:ab:cd:01",
+            "52-54-00-AB-cd-01",
+            "5254.00ab.cd01",
+            "525400abcd01",
+            "01-52-54-00-ab-cd-01",
+            "01-5254.00ab.cd01",
+            "00:00:00:00:00:00",
+            "01-00-00-00-00-00-00",
+            "0000.0000.0000",
+            "ff:ff:ff:ff:ff:ff",
+            "01:00:5e:00:00:01",
+            "52:54:00:ab:cd",
+            "52:5400abcd01",
+            "52.54.00.ab.cd.01",
+            "",
+        ] {
+            let server = dragonfly_proto::normalize_mac(m).is_ok();
+            assert_eq!(v.is_valid(&json!(m)), server, "{m:?}");
+        }
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(&"(01-)?[0-9a-fA-F:.-]{10,18}", |m| {
+                let server = dragonfly_proto::normalize_mac(&m).is_ok();
+                prop_assert_eq!(v.is_valid(&json!(m)), server, "{:?}", m);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// SSH keys: the documented pattern is the server's own line grammar.
+    #[test]
+    fn the_ssh_keys_pattern_is_what_the_server_accepts() {
+        let v = super::validator("SshKeysInput", "authorized_keys");
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDragonflyTestKey";
+        for text in [
+            String::new(),
+            key.to_string(),
+            format!("{key} me@host\n# a comment\n\n  {key}\r\n"),
+            format!("{key}\nnot a key"),
+            "ssh-ed25519 short".to_string(),
+            "rsa AAAAAAAAAAAAAAAAAAAAAAAA".to_string(),
+            format!("\t{key}\t comment"),
+        ] {
+            let server = dragonfly::config::parse_ssh_keys(&text).is_ok();
+            assert_eq!(v.is_valid(&json!(text)), server, "{text:?}");
+        }
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(
+                &"((ssh-|ecdsa-|sk-|#)?[a-z0-9+/= \t\r#-]{0,30}\n?){0,3}",
+                |text| {
+                    let server = dragonfly::config::parse_ssh_keys(&text).is_ok();
+                    prop_assert_eq!(v.is_valid(&json!(text)), server, "{:?}", text);
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+
+    /// Host names: the documented pattern (and length) is RFC 1123 as the server checks it.
+    #[test]
+    fn the_hostname_pattern_is_what_the_server_accepts() {
+        let v = super::validator("MachineUpdate", "hostname");
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(&"[a-zA-Z0-9.-]{0,20}", |h| {
+                let server = h.is_empty() || dragonfly::machines::validate_hostname(&h).is_ok();
+                prop_assert_eq!(v.is_valid(&json!(h)), server, "{:?}", h);
+                Ok(())
+            })
+            .unwrap();
+    }
+}

@@ -301,8 +301,8 @@ async fn a_refresh_that_cannot_succeed_says_why_and_changes_nothing() {
     expect_json(r, StatusCode::CREATED).await;
     expect_error(
         s.post("/api/v1/os/no-list/refresh", json!({})).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_value",
+        StatusCode::CONFLICT,
+        "unknown_reference",
         Some("checksum_url"),
     )
     .await;

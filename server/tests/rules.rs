@@ -142,14 +142,22 @@ async fn known_machines_are_never_reassigned_by_a_rule() {
 #[tokio::test]
 async fn bad_rules_name_the_field_and_rules_can_be_deleted() {
     let s = server().await;
+    // A well-formed slug of no OS: a conflict with the catalogue, naming the field.
+    expect_error(
+        s.post(
+            "/api/v1/rules",
+            json!({"name": "x", "os": "nope", "disk_rule": "largest"}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "unknown_reference",
+        Some("os"),
+    )
+    .await;
     for (body, field) in [
         (
             json!({"name": "", "os": "lab-os", "disk_rule": "largest"}),
             "name",
-        ),
-        (
-            json!({"name": "x", "os": "nope", "disk_rule": "largest"}),
-            "os",
         ),
         (
             json!({"name": "x", "os": "lab-os", "disk_rule": "largest", "mac_prefix": "zz"}),
@@ -187,8 +195,8 @@ async fn bad_rules_name_the_field_and_rules_can_be_deleted() {
             json!({"name": "u", "os": "unsummed", "disk_rule": "largest"}),
         )
         .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_value",
+        StatusCode::CONFLICT,
+        "unknown_reference",
         Some("os"),
     )
     .await;

@@ -1,6 +1,7 @@
 //! The agent side: registration (open by design: PXE has no credentials) and heartbeats
 //! authenticated with the per-machine token handed out at registration.
 
+use std::future::Future;
 use std::time::Duration;
 
 use axum::Json;
@@ -21,7 +22,7 @@ use crate::auth::ratelimit::RegistrationLimiter;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::machines::native::PhoneHome;
-use crate::machines::{AgentMachine as Agent, Machines};
+use crate::machines::{AgentKey, AgentMachine as Agent, Machines, Waiter};
 use crate::metrics::Metrics;
 
 /// The header carrying the enrollment secret (the agent reads it from `dragonfly.secret=`).
@@ -107,8 +108,10 @@ pub async fn register(
 #[into_params(parameter_in = Query)]
 pub struct HeartbeatParams {
     /// Long-poll: when the answer would be `wait`, hold the request up to this many seconds
-    /// (max 60) for a change to this machine.
+    /// (at most 60; less when the server is set to hold polls for less) for a change to this
+    /// machine.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 60)]
     pub wait: Option<u32>,
 }
 
@@ -124,41 +127,70 @@ pub struct HeartbeatParams {
         (status = 422, description = "Invalid value", body = crate::error::ErrorBody),
     )
 )]
-pub async fn heartbeat(
+pub fn heartbeat(
     State(machines): State<Machines>,
     State(metrics): State<Arc<Metrics>>,
+    State(settings): State<Arc<Settings>>,
     AgentMachine(machine): AgentMachine,
     ApiQuery(params): ApiQuery<HeartbeatParams>,
     ApiJson(hb): ApiJson<Heartbeat>,
-) -> Result<Json<HeartbeatResponse>> {
-    let wait = params.wait.unwrap_or(0).min(60);
+) -> impl Future<Output = Result<Json<HeartbeatResponse>>> + Send {
+    // Past 60 s is refused (below); a server set to hold polls for less holds them less.
+    let wait = params.wait.unwrap_or(0).min(settings.long_poll_secs);
+    let too_long = params.wait.is_some_and(|w| w > 60);
+    // Recording is boxed and freed before the wait: a parked long-poll (most agents, most of
+    // the time) holds only its machine's key, its waiter and the small future below.
+    let record = Box::pin(record_heartbeat(
+        machines.clone(),
+        metrics,
+        machine,
+        hb,
+        wait,
+    ));
+    async move {
+        if too_long {
+            return Err(Error::invalid("wait", "at most 60 seconds"));
+        }
+        let (mut instruction, parked) = record.await?;
+        if let (Instruction::Wait { .. }, Some((key, mut waiter))) = (&instruction, parked) {
+            let deadline = tokio::time::sleep(Duration::from_secs(u64::from(wait)));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    _ = waiter.changed() => {
+                        instruction = Box::pin(machines.current_instruction(&key)).await?;
+                        if !matches!(instruction, Instruction::Wait { .. }) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Json(HeartbeatResponse { instruction }))
+    }
+}
+
+/// Records a heartbeat; for a long-poll (`wait` > 0) also what the wait needs.
+async fn record_heartbeat(
+    machines: Machines,
+    metrics: Arc<Metrics>,
+    machine: Agent,
+    hb: Heartbeat,
+    wait: u32,
+) -> Result<(Instruction, Option<(AgentKey, Waiter)>)> {
     // Watch before reading, so a change between the read and the wait is not missed. The
     // waiter wakes only for this machine's changes.
-    let mut changes = (wait > 0).then(|| machines.watch(machine.id()));
+    let changes = (wait > 0).then(|| machines.watch(machine.id()));
     // The token was looked up before the watch began: read the machine again, so a change
     // in between (an assignment) is not answered with a stale `wait`.
     let machine = match changes {
         Some(_) => machines.reload(&machine).await?,
         None => machine,
     };
-    let mut instruction = machines.heartbeat(&machine, hb).await?;
+    let instruction = machines.heartbeat(&machine, hb).await?;
     metrics.heartbeats.inc();
-    if let (Instruction::Wait { .. }, Some(waiter)) = (&instruction, changes.as_mut()) {
-        let deadline = tokio::time::sleep(Duration::from_secs(u64::from(wait)));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => break,
-                _ = waiter.changed() => {
-                    instruction = machines.current_instruction(&machine).await?;
-                    if !matches!(instruction, Instruction::Wait { .. }) {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    Ok(Json(HeartbeatResponse { instruction }))
+    Ok((instruction, changes.map(|w| (machine.key(), w))))
 }
 
 /// The installed system reports back (cloud-init's `phone_home` module).

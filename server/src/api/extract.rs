@@ -52,11 +52,51 @@ fn classify(path: String, err: &serde_json::Error) -> Error {
 /// Parses JSON bytes into `T`, naming the failing field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        classify(path, e.inner())
-    })?;
-    Ok(value)
+    match serde_path_to_error::deserialize(de) {
+        Ok(value) => Ok(value),
+        Err(e) => {
+            // JSON Schema counts `7.0` as an integer, so a client may send whole numbers so.
+            // Only a body refused for its shape is read again, with those as integers.
+            if e.inner().classify() == serde_json::error::Category::Data {
+                if let Some(retry) = whole_floats_as_integers(bytes) {
+                    if let Ok(value) = serde_json::from_value(retry) {
+                        return Ok(value);
+                    }
+                }
+            }
+            Err(classify(e.path().to_string(), e.inner()))
+        }
+    }
+}
+
+/// The body with every whole-number float (`7.0`, `1e3`) in integer range as an integer;
+/// `None` when it has none.
+fn whole_floats_as_integers(bytes: &[u8]) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    fn walk(v: &mut Value) -> bool {
+        match v {
+            Value::Number(n) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // Exactly representable: |f| < 2^63 (i64) or < 2^64 (u64).
+                let whole = f.fract() == 0.0;
+                if whole && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f)
+                {
+                    *v = Value::from(f as i64);
+                    true
+                } else if whole && (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                    *v = Value::from(f as u64);
+                    true
+                } else {
+                    false
+                }
+            }
+            Value::Array(items) => items.iter_mut().fold(false, |c, i| walk(i) | c),
+            Value::Object(map) => map.values_mut().fold(false, |c, i| walk(i) | c),
+            _ => false,
+        }
+    }
+    let mut value: Value = serde_json::from_slice(bytes).ok()?;
+    walk(&mut value).then_some(value)
 }
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -125,6 +165,24 @@ where
     }
 }
 
+/// The numeric id in a path (`/rules/{id}`): anything that is not one names no resource,
+/// so it is a 404 like any unknown id, not a malformed request.
+pub struct IdPath(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| Error::not_found("that id"))?;
+        raw.parse()
+            .map(IdPath)
+            .map_err(|_| Error::not_found(format!("id {raw:?}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +221,16 @@ mod tests {
             field_of(r#"{"nics":[}"#),
             ("<bad>".into(), "invalid_json".into())
         );
+    }
+
+    #[test]
+    fn whole_floats_are_integers() {
+        let o: Outer = parse_json(br#"{"nics":[],"count":7.0}"#).unwrap();
+        assert_eq!(o.count, 7);
+        let o: Outer = parse_json(br#"{"nics":[],"count":1e3}"#).unwrap();
+        assert_eq!(o.count, 1000);
+        assert_eq!(field_of(r#"{"nics":[],"count":7.5}"#).0, "count");
+        assert_eq!(field_of(r#"{"nics":[],"count":-1.0}"#).0, "count");
     }
 
     #[test]

@@ -68,19 +68,18 @@ impl ListParams {
                 .map_err(|_| Error::invalid("tag", "not a valid tag"))?;
             q.tag = Some(tag);
         }
-        if let Some(search) = self
-            .q
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-        {
-            if search.len() > 128 {
+        if let Some(search) = &self.q {
+            if search.chars().count() > 128 {
                 return Err(Error::invalid("q", "longer than 128 characters"));
             }
             if search.chars().any(char::is_control) {
                 return Err(Error::invalid("q", "contains control characters"));
             }
-            q.search = Some(search);
         }
+        q.search = self
+            .q
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
         q.sort = match self.sort.as_deref() {
             None | Some("created") => SortKey::Created,
             Some("hostname") => SortKey::Hostname,

@@ -97,7 +97,7 @@ pub async fn delete(
     responses(
         (status = 200, description = "Refreshed", body = Refreshed),
         (status = 404, description = "No such entry", body = ErrorBody),
-        (status = 422, description = "The entry has no checksum_url", body = ErrorBody),
+        (status = 409, description = "The entry has no checksum_url (`unknown_reference`)", body = ErrorBody),
         (status = 502, description = "The list could not be read, or does not list the file", body = ErrorBody),
     )
 )]

@@ -1,11 +1,11 @@
 //! Registrations held for an operator: list them, approve or reject one.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::extract::ApiQuery;
+use super::extract::{ApiQuery, IdPath};
 use crate::error::{ErrorBody, Result};
 use crate::machines::{HeldRegistration, Machines};
 use crate::vocab::Decision;
@@ -46,14 +46,13 @@ pub async fn list(
     params(("id" = i64, Path, description = "Held registration id")),
     responses(
         (status = 200, description = "Approved", body = HeldRegistration),
-        (status = 400, description = "The id is not a 64-bit integer", body = ErrorBody),
         (status = 404, description = "No such held registration", body = ErrorBody),
         (status = 409, description = "Already decided", body = ErrorBody),
     )
 )]
 pub async fn approve(
     State(machines): State<Machines>,
-    Path(id): Path<i64>,
+    IdPath(id): IdPath,
 ) -> Result<Json<HeldRegistration>> {
     Ok(Json(machines.decide(id, Decision::Approved).await?))
 }
@@ -64,14 +63,13 @@ pub async fn approve(
     params(("id" = i64, Path, description = "Held registration id")),
     responses(
         (status = 200, description = "Rejected", body = HeldRegistration),
-        (status = 400, description = "The id is not a 64-bit integer", body = ErrorBody),
         (status = 404, description = "No such held registration", body = ErrorBody),
         (status = 409, description = "Already decided", body = ErrorBody),
     )
 )]
 pub async fn reject(
     State(machines): State<Machines>,
-    Path(id): Path<i64>,
+    IdPath(id): IdPath,
 ) -> Result<Json<HeldRegistration>> {
     Ok(Json(machines.decide(id, Decision::Rejected).await?))
 }

@@ -1,10 +1,10 @@
 //! Assignment rules: the server assigns an OS to new machines that match one.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::extract::ApiJson;
+use super::extract::{ApiJson, IdPath};
 use crate::error::{ErrorBody, Result};
 use crate::machines::Machines;
 use crate::machines::rules::{Rule, RuleInput};
@@ -42,11 +42,10 @@ pub async fn create(
     params(("id" = i64, Path, description = "Rule id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "The id is not a 64-bit integer", body = ErrorBody),
         (status = 404, description = "No such rule", body = ErrorBody),
     )
 )]
-pub async fn delete(State(machines): State<Machines>, Path(id): Path<i64>) -> Result<StatusCode> {
+pub async fn delete(State(machines): State<Machines>, IdPath(id): IdPath) -> Result<StatusCode> {
     machines.delete_rule(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -162,6 +162,7 @@ mod tests {
             tls: false,
             installer: crate::config::Installer::Tinkerbell,
             first_boot_timeout_ms: 1_800_000,
+            long_poll_secs: 60,
             ssh_keys: Vec::new(),
         }
     }

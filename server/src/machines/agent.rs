@@ -7,8 +7,8 @@ use dragonfly_proto::{
 use rusqlite::Connection;
 
 use super::{
-    Actor, AgentMachine, Change, Committed, Event, Log, MachineEvent, Machines, State, clip,
-    identity, lifecycle, load, new_token, status_of, token_hash,
+    Actor, AgentKey, AgentMachine, Change, Committed, Event, Log, MachineEvent, Machines, State,
+    clip, identity, lifecycle, load, new_token, status_of, token_hash,
 };
 use crate::config::Installer;
 use crate::error::{Error, Result};
@@ -75,8 +75,8 @@ impl Machines {
     /// concurrent registrations of one machine serialise on the store's writer.
     pub async fn register(&self, mut req: RegisterRequest) -> Result<RegisterResponse> {
         identity::normalise(&mut req.report)?;
-        if req.agent_version.len() > 64 {
-            return Err(Error::invalid("agent_version", "longer than 64 bytes"));
+        if req.agent_version.chars().count() > 64 {
+            return Err(Error::invalid("agent_version", "longer than 64 characters"));
         }
         let token = new_token();
         let hash = token_hash(&token);
@@ -315,14 +315,26 @@ impl Machines {
         if hb.progress.is_some_and(|p| p > 100) {
             return Err(Error::invalid("progress", "must be 0–100"));
         }
-        if hb.message.as_deref().is_some_and(|m| m.len() > 1024) {
-            return Err(Error::invalid("message", "longer than 1024 bytes"));
-        }
         if hb
-            .write
-            .is_some_and(|w| w.total.is_some_and(|t| w.written > t.saturating_mul(2)))
+            .message
+            .as_deref()
+            .is_some_and(|m| m.chars().count() > 1024)
         {
-            return Err(Error::invalid("write", "written is far beyond total"));
+            return Err(Error::invalid("message", "longer than 1024 characters"));
+        }
+        // Byte counts are stored as SQLite integers (signed 64-bit). A count past the total
+        // is the agent's business: it is shown as it came, never refused (the heartbeat
+        // carries the phase too, which must not be lost).
+        if let Some(w) = hb.write {
+            for (field, v) in [
+                ("write.written", Some(w.written)),
+                ("write.total", w.total),
+                ("write.bytes_per_sec", Some(w.bytes_per_sec)),
+            ] {
+                if v.is_some_and(|v| v > i64::MAX as u64) {
+                    return Err(Error::invalid(field, "larger than 2^63-1"));
+                }
+            }
         }
         let now = self.clock.now_ms();
         // The common case: nothing but "still here". No write, no event.
@@ -455,9 +467,9 @@ impl Machines {
 
     /// The instruction for machine `id` right now, without consuming or changing anything
     /// but a queued one-shot instruction (used by long-polling heartbeats).
-    pub async fn current_instruction(&self, agent: &AgentMachine) -> Result<Instruction> {
-        let id = agent.0.id.clone();
-        let hash = agent.1.clone();
+    pub async fn current_instruction(&self, agent: &AgentKey) -> Result<Instruction> {
+        let id = agent.id.clone();
+        let hash = agent.hash.clone();
         let this = self.clone();
         self.db
             .write(move |tx| {

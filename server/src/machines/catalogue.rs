@@ -16,8 +16,8 @@ use crate::store::{Db, StoreError, os as store};
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OsInput {
-    /// Lower-case identifier: letters, digits, `.`, `-`; 2–64 characters. Ignored on update
-    /// (the path names the entry).
+    /// Lower-case identifier: letters, digits, `.`, `-`; 2–64 characters, starting with a
+    /// letter or digit. Required to create; ignored on update (the path names the entry).
     #[serde(default)]
     pub slug: Option<String>,
     pub name: String,
@@ -91,7 +91,7 @@ fn validate(input: &OsInput) -> Result<()> {
         if value.trim().is_empty() {
             return Err(Error::invalid(field, "must not be empty"));
         }
-        if value.len() > max {
+        if value.chars().count() > max {
             return Err(Error::invalid(
                 field,
                 format!("longer than {max} characters"),
@@ -145,7 +145,7 @@ fn install_fields(input: &OsInput) -> Result<ImageFormat> {
         }
     }
     if let Some(url) = &input.checksum_url {
-        if url.len() > 2048 || !is_http_url(url.trim()) {
+        if url.chars().count() > 2048 || !is_http_url(url.trim()) {
             return Err(Error::invalid(
                 "checksum_url",
                 "must be an http:// or https:// URL of at most 2048 characters",
@@ -155,9 +155,12 @@ fn install_fields(input: &OsInput) -> Result<ImageFormat> {
     if input.size_bytes == Some(0) {
         return Err(Error::invalid("size_bytes", "must be at least 1"));
     }
+    if input.size_bytes.is_some_and(|n| n > i64::MAX as u64) {
+        return Err(Error::invalid("size_bytes", "larger than 2^63-1"));
+    }
     if let Some(u) = &input.user_data {
-        if u.len() > 65536 {
-            return Err(Error::invalid("user_data", "longer than 65536 bytes"));
+        if u.chars().count() > 65536 {
+            return Err(Error::invalid("user_data", "longer than 65536 characters"));
         }
         if !u.is_empty() && !u.starts_with("#cloud-config") {
             return Err(Error::invalid(
@@ -250,6 +253,10 @@ impl Catalogue {
 
     pub async fn update(&self, slug: &str, input: OsInput) -> Result<OsImage> {
         let now = self.clock.now_ms();
+        // Ignored (the path names the entry), but still a slug when given.
+        if let Some(s) = &input.slug {
+            validate_slug(s)?;
+        }
         validate(&input)?;
         install_fields(&input)?;
         let slug = slug.to_string();
@@ -324,7 +331,7 @@ impl Catalogue {
                 .ok_or_else(|| Error::not_found(format!("OS {slug}")))?
         };
         let Some(list_url) = os.checksum_url.clone() else {
-            return Err(Error::invalid(
+            return Err(Error::unresolved(
                 "checksum_url",
                 format!(
                     "'{slug}' has no checksum_url; set the URL of its published SHA256SUMS or \

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::store::machines::{self as store, DiskRow, Identity, MachineRow, NicRow};
 
-const MAX_STRING: usize = 256;
+/// Longest string in a report, in characters (stated in the API document).
+pub const MAX_STRING: usize = 256;
 const MAX_NICS: usize = 128;
 const MAX_DISKS: usize = 512;
 const MAX_PCI: usize = 2048;
@@ -22,10 +23,10 @@ const MAX_DIMMS: usize = 512;
 
 fn clean_opt(v: &mut Option<String>, field: &str) -> Result<()> {
     if let Some(s) = v.as_deref() {
-        if s.len() > MAX_STRING {
+        if s.chars().count() > MAX_STRING {
             return Err(Error::invalid(
                 field,
-                format!("longer than {MAX_STRING} bytes"),
+                format!("longer than {MAX_STRING} characters"),
             ));
         }
         *v = clean_smbios(s);
@@ -38,10 +39,10 @@ fn check_opt_len(s: &Option<String>, field: &str) -> Result<()> {
 }
 
 fn check_len(s: &str, field: &str) -> Result<()> {
-    if s.len() > MAX_STRING {
+    if s.chars().count() > MAX_STRING {
         return Err(Error::invalid(
             field,
-            format!("longer than {MAX_STRING} bytes"),
+            format!("longer than {MAX_STRING} characters"),
         ));
     }
     Ok(())

@@ -32,7 +32,7 @@ pub fn check_native(conn: &Connection, slug: &str) -> Result<()> {
         return Ok(());
     };
     if os.sha256.is_none() && os.sha512.is_none() {
-        return Err(Error::invalid(
+        return Err(Error::unresolved(
             "os",
             format!(
                 "'{slug}' has no sha256 or sha512: native installs write only verified images; \

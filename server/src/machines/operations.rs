@@ -113,7 +113,7 @@ impl Machines {
             os.clone().unwrap_or_default(),
             move |tx, m, st| {
                 let slug = os.or_else(|| m.os_slug.clone()).ok_or_else(|| {
-                    Error::invalid("os", "the machine has no OS assigned; name one")
+                    Error::unresolved("os", "the machine has no OS assigned; name one")
                 })?;
                 check_os(tx, &slug)?;
                 if native {
@@ -513,7 +513,7 @@ impl Machines {
 
 fn check_os(conn: &Connection, slug: &str) -> Result<()> {
     if os_store::get(conn, slug)?.is_none() {
-        return Err(Error::invalid(
+        return Err(Error::unresolved(
             "os",
             format!("no OS '{slug}' in the catalogue"),
         ));
@@ -530,7 +530,7 @@ fn check_disk(conn: &Connection, id: &str, disk: Option<TargetDisk>) -> Result<O
         TargetDisk::Wwn(w) => d.wwn.as_deref() == Some(w.as_str()),
     });
     if !found {
-        return Err(Error::invalid(
+        return Err(Error::unresolved(
             "target_disk",
             "the machine reported no disk with that serial or WWN",
         ));

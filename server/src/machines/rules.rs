@@ -140,14 +140,15 @@ impl From<RuleRow> for Rule {
     }
 }
 
+/// A text field: at most `max` characters as sent; blank means absent.
 fn text(field: &'static str, v: Option<String>, max: usize) -> Result<Option<String>> {
-    match v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
-        Some(s) if s.len() > max => Err(Error::invalid(
+    if v.as_ref().is_some_and(|s| s.chars().count() > max) {
+        return Err(Error::invalid(
             field,
             format!("longer than {max} characters"),
-        )),
-        other => Ok(other),
+        ));
     }
+    Ok(v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
 }
 
 fn contains(have: Option<&str>, want: Option<&str>) -> bool {
@@ -286,6 +287,9 @@ impl Machines {
             if v == Some(0) {
                 return Err(Error::invalid(field, "must be at least 1"));
             }
+            if v.is_some_and(|v| v > i64::MAX as u64) {
+                return Err(Error::invalid(field, "larger than 2^63-1"));
+            }
         }
         let disk_model = text("disk_model", input.disk_model, 128)?;
         if input.disk_rule == DiskRule::Model && disk_model.is_none() {
@@ -315,7 +319,7 @@ impl Machines {
         self.db
             .write(move |tx| -> Result<Rule> {
                 if os_store::get(tx, &row.os_slug)?.is_none() {
-                    return Err(Error::invalid(
+                    return Err(Error::unresolved(
                         "os",
                         format!("no OS '{}' in the catalogue", row.os_slug),
                     ));

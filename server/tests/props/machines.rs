@@ -64,7 +64,7 @@ pub(super) fn machine_updates_are_validated_and_read_back() {
             let u = u.filter(update_is_valid);
             let before = get_json(s, &path).await?;
             let a = send_json(&s.client, Method::PATCH, format!("{}{path}", s.url), &body).await?;
-            expect_status(&a, u.is_some(), StatusCode::OK, size, BODY_LIMIT)?;
+            expect_status(&a, u.is_some(), StatusCode::OK, size, OPERATOR_BODY_LIMIT)?;
             let Some(u) = u.filter(|_| a.status == StatusCode::OK) else {
                 return Ok(());
             };
@@ -130,7 +130,7 @@ pub(super) fn assignments_name_a_known_os_and_disk() {
                 .filter(|r| BUILTIN_OS.contains(&r.os.as_str()) && disk_is_known(&r.target_disk));
             let url = format!("{}/api/v1/machines/{id}/assign", s.url);
             let a = send_json(&s.client, Method::POST, url, &body).await?;
-            expect_status(&a, req.is_some(), StatusCode::OK, size, BODY_LIMIT)?;
+            expect_status(&a, req.is_some(), StatusCode::OK, size, OPERATOR_BODY_LIMIT)?;
             if let Some(r) = req.filter(|_| a.status == StatusCode::OK) {
                 let m = get_json(s, &format!("/api/v1/machines/{id}")).await?;
                 prop_assert_eq!(&m["state"], "assigned");
@@ -174,7 +174,7 @@ pub(super) fn reimages_of_failed_machines_are_validated() {
             });
             let url = format!("{}/api/v1/machines/{id}/reimage", s.url);
             let a = send_json(&s.client, Method::POST, url, &body).await?;
-            expect_status(&a, req.is_some(), StatusCode::OK, size, BODY_LIMIT)?;
+            expect_status(&a, req.is_some(), StatusCode::OK, size, OPERATOR_BODY_LIMIT)?;
             if let Some(r) = req.filter(|_| a.status == StatusCode::OK) {
                 let m = get_json(s, &format!("/api/v1/machines/{id}")).await?;
                 prop_assert_eq!(&m["state"], "assigned");
@@ -205,7 +205,13 @@ pub(super) fn queued_instructions_reach_the_agent() {
             let (req, size) = parse::<InstructRequest>(&body);
             let url = format!("{}/api/v1/machines/{id}/instructions", s.url);
             let a = send_json(&s.client, Method::POST, url, &body).await?;
-            expect_status(&a, req.is_some(), StatusCode::ACCEPTED, size, BODY_LIMIT)?;
+            expect_status(
+                &a,
+                req.is_some(),
+                StatusCode::ACCEPTED,
+                size,
+                OPERATOR_BODY_LIMIT,
+            )?;
             if let Some(r) = req.filter(|_| a.status == StatusCode::ACCEPTED) {
                 let hb = s.heartbeat(&token, json!({"phase": "waiting"})).await;
                 let hb: Value = hb.json().await.map_err(|e| fail(e.to_string()))?;
