@@ -118,7 +118,24 @@ mod patterns {
         let mut runner = proptest::test_runner::TestRunner::default();
         runner
             .run(
-                &"((ssh-|ecdsa-|sk-|#)?[a-z0-9+/= \t\r#-]{0,30}\n?){0,3}",
+                &"(([ \t]{0,2}(ssh-|ecdsa-|sk-|#)?[a-zA-Z0-9+/=é!~ \t\r#-]{0,30})\n?){0,3}",
+                |text| {
+                    let server = dragonfly::config::parse_ssh_keys(&text).is_ok();
+                    prop_assert_eq!(v.is_valid(&json!(text)), server, "{:?}", text);
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+
+    /// Key-shaped lines, around the edges of the grammar: short bodies, odd separators.
+    #[test]
+    fn the_ssh_keys_pattern_and_the_server_agree_on_key_shaped_lines() {
+        let v = super::validator("SshKeysInput", "authorized_keys");
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(
+                &"([ \t]?(ssh|sk|ecdsa)-[a-z0-9é]{0,3}[ \t]{0,2}[A-Za-z0-9+/=]{14,18}([ \t!é][a-z\r]{0,3})?\r?\n?){1,3}",
                 |text| {
                     let server = dragonfly::config::parse_ssh_keys(&text).is_ok();
                     prop_assert_eq!(v.is_valid(&json!(text)), server, "{:?}", text);
