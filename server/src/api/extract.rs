@@ -51,17 +51,21 @@ fn classify(path: String, err: &serde_json::Error) -> Error {
 
 /// Parses JSON bytes into `T`, naming the failing field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize(de) {
+    let read = |bytes: &[u8]| {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(de)
+    };
+    match read(bytes) {
         Ok(value) => Ok(value),
         Err(e) => {
             // JSON Schema counts `7.0` as an integer, so a client may send whole numbers so.
-            // Only a body refused for its shape is read again, with those as integers.
+            // Only a body refused for its shape is read again, with those as integers (as
+            // bytes, through the same reader: no second deserializer per type in the binary).
             if e.inner().classify() == serde_json::error::Category::Data {
-                if let Some(retry) = whole_floats_as_integers(bytes) {
-                    if let Ok(value) = serde_json::from_value(retry) {
-                        return Ok(value);
-                    }
+                let retry =
+                    whole_floats_as_integers(bytes).and_then(|v| serde_json::to_vec(&v).ok());
+                if let Some(Ok(value)) = retry.map(|b| read(&b)) {
+                    return Ok(value);
                 }
             }
             Err(classify(e.path().to_string(), e.inner()))
