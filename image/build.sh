@@ -7,6 +7,10 @@
 #   image/build.sh --kernel cloud  Debian's cloud kernel instead of the generic one: faster
 #                                  under QEMU, but virtio only (no real-hardware drivers)
 #   image/build.sh --out DIR       write somewhere else than out/netboot
+#   image/build.sh --flavour alpine  Alpine's kernel, modules, busybox and musl instead of
+#                                  Debian's (alpine/README.md), from the source alpine/fetch.sh
+#                                  verifies: today the offline one (Alpine's `virt` kernel:
+#                                  virtual machines only); --alpine-dir DIR for a local copy
 #
 # Same inputs, same bytes: the Debian packages come at the versions apt resolves from this
 # machine's own sources (recorded in manifest.json), the initramfs is written by
@@ -22,6 +26,8 @@ export PATH="$PATH:/usr/sbin:/sbin"
 export LC_ALL=C
 
 flavour=amd64
+distro=debian
+alpine_dir=""
 out=out/netboot
 refresh=0
 while [ $# -gt 0 ]; do
@@ -35,6 +41,13 @@ while [ $# -gt 0 ]; do
       esac
       shift ;;
     --out) out=${2:?--out DIR}; shift ;;
+    --flavour)
+      case "${2:-}" in
+        debian | alpine) distro=$2 ;;
+        *) echo "error: --flavour alpine|debian" >&2; exit 2 ;;
+      esac
+      shift ;;
+    --alpine-dir) alpine_dir=${2:?--alpine-dir DIR}; shift ;;
     -h | --help) awk 'NR > 1 && /^#/ { print substr($0, 3); next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -104,11 +117,19 @@ else
 fi
 
 field() { apt-cache "${apt_opts[@]}" show --no-all-versions "$1" 2>/dev/null | sed -n "s/^$2: //p" | head -n 1; }
-kernel_pkg=$(field "linux-image-$flavour" Depends | grep -o "linux-image-[0-9][^ ,]*-$flavour" | head -n 1)
-[ -n "$kernel_pkg" ] || die "linux-image-$flavour: not found in the package lists"
-kver=${kernel_pkg#linux-image-}
 declare -A version
-for p in "$kernel_pkg" busybox-static ipxe kexec-tools; do
+if [ "$distro" = alpine ]; then
+  # Debian packages still give iPXE and the kexec-tools source; alpine-chroot-install embeds
+  # Alpine's signing keys (a second source to check the pinned ones against).
+  debian_pkgs=(ipxe kexec-tools alpine-chroot-install)
+  kver=$(sed -n 's/^kernel //p' alpine/lock)
+else
+  kernel_pkg=$(field "linux-image-$flavour" Depends | grep -o "linux-image-[0-9][^ ,]*-$flavour" | head -n 1)
+  [ -n "$kernel_pkg" ] || die "linux-image-$flavour: not found in the package lists"
+  kver=${kernel_pkg#linux-image-}
+  debian_pkgs=("$kernel_pkg" busybox-static ipxe kexec-tools)
+fi
+for p in "${debian_pkgs[@]}"; do
   version[$p]=$(field "$p" Version)
   [ -n "${version[$p]}" ] || die "$p: not found in the package lists"
 done
@@ -139,11 +160,34 @@ fetch() {
   echo "$dir"
 }
 
-step "kernel $kernel_pkg ${version[$kernel_pkg]}"
-kroot=$(fetch "$kernel_pkg")
-[ -e "$kroot/lib/modules/$kver/modules.dep" ] || logged depmod depmod -b "$kroot" "$kver"
-step "busybox-static ${version[busybox-static]}"
-bbroot=$(fetch busybox-static)
+if [ "$distro" = alpine ]; then
+  step "Alpine $(sed -n 's/^release //p' alpine/lock): kernel $kver, busybox, musl (alpine/fetch.sh, verified)"
+  aci=$(fetch alpine-chroot-install)
+  aroot=$PWD/$cache/alpine/root
+  mkdir -p "$(dirname "$aroot")"
+  logged alpine-fetch alpine/fetch.sh ${alpine_dir:+--alpine-dir "$alpine_dir"} \
+    --debian-keys "$aci/usr/sbin/alpine-chroot-install" "$aroot"
+  sed 's/^/    /' "$logs/alpine-fetch.log"
+  # The host's kmod reads no gzip: the modules, decompressed, for depmod and the image.
+  kroot=$cache/alpine/kroot
+  rm -rf "$kroot" && mkdir -p "$kroot/lib/modules/$kver" "$kroot/boot"
+  (cd "$aroot" && find "lib/modules/$kver" -name '*.ko.gz') | while read -r m; do
+    mkdir -p "$kroot/$(dirname "$m")"
+    gzip -dc "$aroot/$m" > "$kroot/${m%.gz}"
+  done
+  cp "$aroot/lib/modules/$kver/"modules.{builtin,builtin.modinfo,order} "$kroot/lib/modules/$kver/"
+  cp "$aroot/boot/vmlinuz-virt" "$kroot/boot/vmlinuz-$kver"
+  logged depmod depmod -b "$kroot" "$kver"
+  alpine_source=$(sed -n 's/^source=//p' "$aroot.source")
+  hardware=$(sed -n 's/^hardware=//p' "$aroot.source")
+else
+  step "kernel $kernel_pkg ${version[$kernel_pkg]}"
+  kroot=$(fetch "$kernel_pkg")
+  [ -e "$kroot/lib/modules/$kver/modules.dep" ] || logged depmod depmod -b "$kroot" "$kver"
+  step "busybox-static ${version[busybox-static]}"
+  bbroot=$(fetch busybox-static)
+  hardware=""
+fi
 step "ipxe ${version[ipxe]}"
 ipxeroot=$(fetch ipxe)
 
@@ -210,15 +254,26 @@ rm -rf "$stage"
 mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,etc/dragonfly,dev,proc,sys,run,tmp,root,boot,lib/modules/"$kver"}
 install -m 0755 image/init "$stage/init"
 install -m 0755 image/udhcpc.script "$stage/etc/dragonfly/udhcpc.script"
-install -m 0755 "$bbroot/bin/busybox" "$stage/bin/busybox"
+if [ "$distro" = alpine ]; then
+  # Alpine's busybox is linked against musl: its loader (which is the libc) comes along.
+  mkdir -p "$stage/lib"
+  install -m 0755 "$aroot/bin/busybox" "$stage/bin/busybox"
+  install -m 0755 "$aroot/lib/ld-musl-x86_64.so.1" "$stage/lib/ld-musl-x86_64.so.1"
+  ln -s ld-musl-x86_64.so.1 "$stage/lib/libc.musl-x86_64.so.1"
+  "$stage/lib/ld-musl-x86_64.so.1" --library-path "$stage/lib" "$stage/bin/busybox" true \
+    || die "Alpine's busybox does not run with its musl"
+else
+  install -m 0755 "$bbroot/bin/busybox" "$stage/bin/busybox"
+  static_elf "$stage/bin/busybox" || die "busybox is not static"
+  "$stage/bin/busybox" true || die "busybox does not run"
+fi
 ln -s busybox "$stage/bin/sh"
 install -m 0755 "$kexec_bin" "$stage/sbin/kexec"
 install -m 0755 "$agent_bin" "$stage/bin/dragonfly-agent"
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$stage/etc/passwd"
 printf 'root:x:0:\n' > "$stage/etc/group"
-static_elf "$stage/bin/busybox" || die "busybox is not static"
 # The static binaries run here too: a cheap check that they are whole.
-for check in "bin/busybox true" "sbin/kexec --version" "bin/dragonfly-agent --version"; do
+for check in "sbin/kexec --version" "bin/dragonfly-agent --version"; do
   # shellcheck disable=SC2086 # "program argument"
   "$stage/"$check > /dev/null || die "$check: this static binary of the initramfs does not run"
 done
@@ -242,9 +297,10 @@ for m in $wanted; do
   done <<< "$deps"
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  [ "$flavour" = amd64 ] && die "not in $kernel_pkg: ${missing[*]}"
-  echo "    warning: not in $kernel_pkg, left out: ${missing[*]}"
+  [ "$distro" = debian ] && [ "$flavour" = amd64 ] && die "not in $kernel_pkg: ${missing[*]}"
+  echo "    warning: not in the kernel $kver, left out: ${missing[*]}"
 fi
+[ -z "$hardware" ] || echo "    warning: $hardware"
 install -m 0644 "$kroot/lib/modules/$kver/modules.builtin" "$stage/lib/modules/$kver/"
 # modules.dep and modules.alias for exactly these modules: /init's modprobe loads by modalias.
 logged depmod-stage depmod -b "$stage" "$kver"
@@ -255,8 +311,13 @@ rm -rf "$new" && mkdir -p "$new/tftp"
 logged patch-lkrn "$tool" patch-lkrn "$ipxeroot/boot/ipxe.lkrn" "$new/ipxe.lkrn"
 install -m 0644 "$new/ipxe.lkrn" "$stage/boot/ipxe.lkrn"
 {
+  echo "flavour=$distro"
   echo "kernel=$kver"
-  for p in "$kernel_pkg" busybox-static ipxe kexec-tools; do echo "$p=${version[$p]}"; done
+  if [ "$distro" = alpine ]; then
+    sed -n 's/^package \([^ ]*\) \(.*\)/alpine:\1=\2/p' alpine/lock
+    echo "source=$alpine_source"
+  fi
+  for p in "${debian_pkgs[@]}"; do echo "$p=${version[$p]}"; done
 } > "$stage/etc/dragonfly/packages"
 
 step "initramfs.zst (newc cpio, zstd -19, mtime $SOURCE_DATE_EPOCH)"
@@ -269,9 +330,13 @@ install -m 0644 "$kroot/boot/vmlinuz-$kver" "$new/vmlinuz"
 install -m 0644 "$ipxeroot/usr/lib/ipxe/undionly.kpxe" "$ipxeroot/usr/lib/ipxe/ipxe.pxe" \
   "$ipxeroot/usr/lib/ipxe/snponly.efi" "$ipxeroot/boot/ipxe.efi" "$new/tftp/"
 packages=()
-for p in "$kernel_pkg" busybox-static ipxe kexec-tools; do packages+=(--package "$p=${version[$p]}"); done
+for p in "${debian_pkgs[@]}"; do packages+=(--package "$p=${version[$p]}"); done
+if [ "$distro" = alpine ]; then
+  while read -r _ name ver; do packages+=(--package "alpine:$name=$ver"); done < <(grep '^package ' alpine/lock)
+fi
 logged manifest "$tool" manifest --boot-dir "$new" --kernel "$kver" "${packages[@]}" \
-  --source-date-epoch "$SOURCE_DATE_EPOCH"
+  --source-date-epoch "$SOURCE_DATE_EPOCH" --flavour "$distro" --hardware "${hardware:-any}" \
+  ${alpine_source:+--source "$alpine_source"}
 
 # Swap the new directory in (a server reading the old one never sees a half-written file).
 rm -rf "$out.old"

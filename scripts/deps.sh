@@ -24,8 +24,10 @@ case "$group" in
     # build: apt-get source + dpkg-source (dpkg-dev, xz-utils), a static kexec-tools
     # (gcc, make, linux-libc-dev, binutils), module dependencies (kmod: modprobe, depmod);
     # lab: QEMU with its NIC option ROMs (ipxe-qemu), UEFI firmware (ovmf), curl
+    # Alpine flavour (alpine/fetch.sh): the wheel unzipped, its root image read with
+    # qemu-img and debugfs, pip in a virtual environment
     want+=(dpkg-dev xz-utils gcc make libc6-dev linux-libc-dev binutils kmod
-      qemu-system-x86 ipxe-qemu ovmf curl) ;;
+      qemu-system-x86 ipxe-qemu ovmf curl unzip e2fsprogs python3-venv) ;;
   # the Debian cloud image the native-install tests write (scripts/os-image.sh)
   os-image) want+=(mmdebstrap dosfstools mtools fdisk e2fsprogs zstd util-linux mount) ;;
 esac

@@ -60,6 +60,15 @@ enum Command {
         packages: Vec<String>,
         #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
         source_date_epoch: u64,
+        /// Whose kernel, modules and busybox: `debian` or `alpine`.
+        #[arg(long, default_value = "debian")]
+        flavour: String,
+        /// What hardware the kernel drives: `any`, or why not (e.g. virtual machines only).
+        #[arg(long, default_value = "any")]
+        hardware: String,
+        /// Where the flavour's files came from (e.g. the Alpine source used).
+        #[arg(long)]
+        source: Option<String>,
     },
     /// List the entries of a `.zst` initramfs.
     List {
@@ -108,6 +117,9 @@ fn run(cli: Cli) -> Result<()> {
             kernel,
             packages,
             source_date_epoch,
+            flavour,
+            hardware,
+            source,
         } => {
             let mut map = BTreeMap::new();
             for p in &packages {
@@ -121,6 +133,9 @@ fn run(cli: Cli) -> Result<()> {
                 kernel,
                 source_date_epoch,
                 packages: map,
+                flavour,
+                hardware,
+                source,
             })?;
             let path = boot_dir.join(manifest::FILE_NAME);
             fs::write(&path, manifest::to_json(&m)?).with_context(|| path.display().to_string())?;

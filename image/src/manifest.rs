@@ -23,9 +23,16 @@ pub struct Manifest {
     pub version: String,
     /// `uname -r` of the kernel in `vmlinuz`.
     pub kernel: String,
+    /// `debian` or `alpine`: whose kernel, modules and busybox.
+    pub flavour: String,
+    /// `any`, or the hardware the kernel is limited to ("virtual machines only ...").
+    pub hardware: String,
+    /// Where the flavour's files came from, when that is a choice (the Alpine source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The timestamp every initramfs entry carries.
     pub source_date_epoch: u64,
-    /// Debian package name -> version.
+    /// Package name -> version (Alpine's as `alpine:NAME`).
     pub packages: BTreeMap<String, String>,
     /// The boot directory's files (paths relative to it), sorted.
     pub files: Vec<File>,
@@ -58,6 +65,9 @@ pub struct Inputs<'a> {
     pub kernel: String,
     pub source_date_epoch: u64,
     pub packages: BTreeMap<String, String>,
+    pub flavour: String,
+    pub hardware: String,
+    pub source: Option<String>,
 }
 
 pub const FILE_NAME: &str = "manifest.json";
@@ -107,6 +117,9 @@ pub fn build(inputs: Inputs<'_>) -> Result<Manifest> {
     Ok(Manifest {
         version,
         kernel: inputs.kernel,
+        flavour: inputs.flavour,
+        hardware: inputs.hardware,
+        source: inputs.source,
         source_date_epoch: inputs.source_date_epoch,
         packages: inputs.packages,
         files,
@@ -180,6 +193,9 @@ mod tests {
             kernel: "6.1.0-1-amd64".into(),
             source_date_epoch: 5,
             packages: BTreeMap::from([("ipxe".into(), "1".into())]),
+            flavour: "alpine".into(),
+            hardware: "virtual machines only".into(),
+            source: Some("a wheel".into()),
         })
         .unwrap();
         let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
@@ -195,9 +211,14 @@ mod tests {
             kernel: "6.1.0-1-amd64".into(),
             source_date_epoch: 5,
             packages: BTreeMap::new(),
+            flavour: "debian".into(),
+            hardware: "any".into(),
+            source: None,
         })
         .unwrap();
         assert_eq!(m.version, again.version);
+        let json = to_json(&m).unwrap();
+        assert!(json.contains(r#""hardware": "virtual machines only""#), "{json}");
         fs::remove_dir_all(&base).unwrap();
     }
 }

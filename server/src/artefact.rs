@@ -17,6 +17,12 @@ pub struct Artefact {
     pub version: Option<String>,
     /// ipxe.lkrn is present (needed for kexec chainloading on BIOS).
     pub ipxe_lkrn: bool,
+    /// `debian` or `alpine` (manifest.json's `flavour`).
+    pub flavour: Option<String>,
+    /// `any`, or the hardware the image's kernel is limited to (manifest.json's
+    /// `hardware`): an Alpine image built from the offline source runs on virtual machines
+    /// only.
+    pub hardware: Option<String>,
 }
 
 /// Looks at the boot directory (three `stat`s and the manifest) on the blocking pool.
@@ -29,14 +35,22 @@ pub async fn artefact(dir: &Path) -> Artefact {
 
 fn probe(dir: &Path) -> Artefact {
     let exists = |name: &str| dir.join(name).is_file();
-    let version = std::fs::read(dir.join("manifest.json"))
+    let manifest = std::fs::read(dir.join("manifest.json"))
         .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|v| v.get("version")?.as_str().map(str::to_string));
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    // Bounded: a manifest is ours, but a boot directory is only a directory.
+    let field = |name: &str| {
+        manifest
+            .as_ref()
+            .and_then(|v| v.get(name)?.as_str())
+            .map(|s| s.chars().take(200).collect::<String>())
+    };
     Artefact {
         present: exists("vmlinuz") && exists("initramfs.zst"),
-        version,
+        version: field("version"),
         ipxe_lkrn: exists("ipxe.lkrn"),
+        flavour: field("flavour"),
+        hardware: field("hardware"),
     }
 }
 

@@ -61,9 +61,9 @@ impl Server {
     }
 
     /// A server for QEMU guests: they reach the host's loopback as 10.0.2.2, and boot the
-    /// netboot artefact from `out/netboot` at the top of the workspace.
+    /// netboot artefact from [`netboot_dir`].
     pub async fn start_for_vms() -> Server {
-        let boot_dir = workspace().join("out/netboot");
+        let boot_dir = netboot_dir();
         Self::start_with(
             |c| {
                 c.boot_dir = boot_dir;
@@ -342,4 +342,12 @@ pub fn urlencode(segment: &str) -> String {
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The netboot artefact the VM tests boot: `out/netboot` at the top of the workspace, or
+/// `DRAGONFLY_NETBOOT_DIR` (relative to the workspace) for another flavour's build
+/// (`image/build.sh --flavour alpine --out out/netboot-alpine`).
+pub fn netboot_dir() -> PathBuf {
+    let dir = std::env::var_os("DRAGONFLY_NETBOOT_DIR").unwrap_or_else(|| "out/netboot".into());
+    workspace().join(dir)
 }

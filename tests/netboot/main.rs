@@ -1,5 +1,6 @@
 //! The whole netboot loop in real QEMU (TCG unless a probe proves KVM usable) against the
-//! real server, booting the real artefact from `out/netboot` (built by `image/build.sh`):
+//! real server, booting the real artefact from `out/netboot` (built by `image/build.sh`; or
+//! `DRAGONFLY_NETBOOT_DIR`, e.g. the Alpine flavour in `out/netboot-alpine`):
 //!
 //! (a) BIOS: PXE → registered with exactly the SMBIOS serial and UUID, MAC and disk serial
 //!     QEMU was given → OS assigned through the API → the agent kexecs into iPXE → that
@@ -15,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use dragonfly_e2e::qemu::{Identity, Vm, machine_by_mac};
-use dragonfly_e2e::{Server, wait_for as eventually, workspace};
+use dragonfly_e2e::{Server, wait_for as eventually};
 use serde_json::{Value, json};
 
 /// Generous: TCG on a loaded 2-core CI machine.
@@ -46,7 +47,7 @@ async fn wait_hookos(s: &Server, id: &str, vm: &mut Vm) -> Value {
 }
 
 fn require_artefact() {
-    let dir = workspace().join("out/netboot");
+    let dir = dragonfly_testkit::netboot_dir();
     for f in ["vmlinuz", "initramfs.zst", "ipxe.lkrn"] {
         assert!(
             dir.join(f).exists(),

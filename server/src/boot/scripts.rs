@@ -60,11 +60,13 @@ impl ScriptVars {
     pub fn server(s: &Settings) -> ScriptVars {
         ScriptVars {
             base_url: s.base_url.clone(),
+            // kexec_load_disabled=0: Alpine's kernels refuse kexec (the BIOS chainload into
+            // iPXE) unless told so at boot; other kernels ignore it.
             kernel_params: match &s.enrollment_secret {
-                Some(secret) => {
-                    format!("console=tty0 console=ttyS0,115200 panic=30 dragonfly.secret={secret}")
-                }
-                None => "console=tty0 console=ttyS0,115200 panic=30".into(),
+                Some(secret) => format!(
+                    "console=tty0 console=ttyS0,115200 panic=30 kexec_load_disabled=0 dragonfly.secret={secret}"
+                ),
+                None => "console=tty0 console=ttyS0,115200 panic=30 kexec_load_disabled=0".into(),
             },
             hookos_url: s.hookos.url.clone(),
             arch: "x86_64".into(),

@@ -38,6 +38,10 @@ pub async fn page(
                     dt { "Netboot image" } dd {
                         @if artefact.present {
                             "present" @if let Some(v) = &artefact.version { " · " span.mono { (v) } }
+                            @if let Some(f) = &artefact.flavour { " · " (f) }
+                            @if let Some(h) = artefact.hardware.as_deref().filter(|h| *h != "any") {
+                                br; strong.warn #netboot-hardware { (h) }
+                            }
                         } @else {
                             strong { "missing" } " — build it with " code { "image/build.sh" }
                         }
