@@ -218,7 +218,10 @@ mod tests {
         .unwrap();
         assert_eq!(m.version, again.version);
         let json = to_json(&m).unwrap();
-        assert!(json.contains(r#""hardware": "virtual machines only""#), "{json}");
+        assert!(
+            json.contains(r#""hardware": "virtual machines only""#),
+            "{json}"
+        );
         fs::remove_dir_all(&base).unwrap();
     }
 }
