@@ -63,6 +63,19 @@ mod patterns {
     use proptest::prelude::*;
     use serde_json::json;
 
+    /// Strings drawn from `strategy` (a regex): the documented schema of `schema.prop`
+    /// accepts exactly those `server` accepts.
+    fn agree(schema: &str, prop: &str, strategy: &str, server: impl Fn(&str) -> bool) {
+        let v = super::validator(schema, prop);
+        let mut runner = proptest::test_runner::TestRunner::default();
+        runner
+            .run(&strategy, |text| {
+                prop_assert_eq!(v.is_valid(&json!(text)), server(&text), "{:?}", text);
+                Ok(())
+            })
+            .unwrap();
+    }
+
     /// MACs: the documented pattern and the server's reader agree, on the usual spellings,
     /// on the refused ones, and on strings made of hex digits and separators.
     #[test]
@@ -88,14 +101,9 @@ mod patterns {
             let server = dragonfly_proto::normalize_mac(m).is_ok();
             assert_eq!(v.is_valid(&json!(m)), server, "{m:?}");
         }
-        let mut runner = proptest::test_runner::TestRunner::default();
-        runner
-            .run(&"(01-)?[0-9a-fA-F:.-]{10,18}", |m| {
-                let server = dragonfly_proto::normalize_mac(&m).is_ok();
-                prop_assert_eq!(v.is_valid(&json!(m)), server, "{:?}", m);
-                Ok(())
-            })
-            .unwrap();
+        agree("Nic", "mac", "(01-)?[0-9a-fA-F:.-]{10,18}", |m| {
+            dragonfly_proto::normalize_mac(m).is_ok()
+        });
     }
 
     /// SSH keys: the documented pattern is the server's own line grammar.
@@ -115,47 +123,30 @@ mod patterns {
             let server = dragonfly::config::parse_ssh_keys(&text).is_ok();
             assert_eq!(v.is_valid(&json!(text)), server, "{text:?}");
         }
-        let mut runner = proptest::test_runner::TestRunner::default();
-        runner
-            .run(
-                &"(([ \t]{0,2}(ssh-|ecdsa-|sk-|#)?[a-zA-Z0-9+/=é!~ \t\r#-]{0,30})\n?){0,3}",
-                |text| {
-                    let server = dragonfly::config::parse_ssh_keys(&text).is_ok();
-                    prop_assert_eq!(v.is_valid(&json!(text)), server, "{:?}", text);
-                    Ok(())
-                },
-            )
-            .unwrap();
+        agree(
+            "SshKeysInput",
+            "authorized_keys",
+            "(([ \t]{0,2}(ssh-|ecdsa-|sk-|#)?[a-zA-Z0-9+/=é!~ \t\r#-]{0,30})\n?){0,3}",
+            |t| dragonfly::config::parse_ssh_keys(t).is_ok(),
+        );
     }
 
     /// Key-shaped lines, around the edges of the grammar: short bodies, odd separators.
     #[test]
     fn the_ssh_keys_pattern_and_the_server_agree_on_key_shaped_lines() {
-        let v = super::validator("SshKeysInput", "authorized_keys");
-        let mut runner = proptest::test_runner::TestRunner::default();
-        runner
-            .run(
-                &"([ \t]?(ssh|sk|ecdsa)-[a-z0-9é]{0,3}[ \t]{0,2}[A-Za-z0-9+/=]{14,18}([ \t!é][a-z\r]{0,3})?\r?\n?){1,3}",
-                |text| {
-                    let server = dragonfly::config::parse_ssh_keys(&text).is_ok();
-                    prop_assert_eq!(v.is_valid(&json!(text)), server, "{:?}", text);
-                    Ok(())
-                },
-            )
-            .unwrap();
+        agree(
+            "SshKeysInput",
+            "authorized_keys",
+            "([ \t]?(ssh|sk|ecdsa)-[a-z0-9é]{0,3}[ \t]{0,2}[A-Za-z0-9+/=]{14,18}([ \t!é][a-z\r]{0,3})?\r?\n?){1,3}",
+            |t| dragonfly::config::parse_ssh_keys(t).is_ok(),
+        );
     }
 
     /// Host names: the documented pattern (and length) is RFC 1123 as the server checks it.
     #[test]
     fn the_hostname_pattern_is_what_the_server_accepts() {
-        let v = super::validator("MachineUpdate", "hostname");
-        let mut runner = proptest::test_runner::TestRunner::default();
-        runner
-            .run(&"[a-zA-Z0-9.-]{0,20}", |h| {
-                let server = h.is_empty() || dragonfly::machines::validate_hostname(&h).is_ok();
-                prop_assert_eq!(v.is_valid(&json!(h)), server, "{:?}", h);
-                Ok(())
-            })
-            .unwrap();
+        agree("MachineUpdate", "hostname", "[a-zA-Z0-9.-]{0,20}", |h| {
+            h.is_empty() || dragonfly::machines::validate_hostname(h).is_ok()
+        });
     }
 }

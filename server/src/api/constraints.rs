@@ -33,10 +33,12 @@ pub const HOSTNAME_PATTERN: &str = r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z
 
 /// An http(s) URL this server accepts (a subset of what parses as one: a host of letters,
 /// digits, dots and dashes, an optional port, a path and query of URL characters).
-pub const HTTP_URL_PATTERN: &str = r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,4})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(?:\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$";
+const HTTP_URL: &str = r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,4})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(?:\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?";
 
 /// An image URL: http(s), or `/images/NAME` for a file this server serves.
-pub const IMAGE_URL_PATTERN: &str = r"^(?:https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,4})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(?:\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?|/images/[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})$";
+fn image_url_pattern() -> String {
+    format!("^(?:{HTTP_URL}|/images/[A-Za-z0-9_-][A-Za-z0-9._-]{{0,127}})$")
+}
 
 /// The states a machine list filters on, comma-separated.
 const STATE_LIST_PATTERN: &str = r"^\s*(?:(?:discovered|assigned|installing|installed|failed|offline)\s*)?(?:,\s*(?:(?:discovered|assigned|installing|installed|failed|offline)\s*)?)*$";
@@ -115,12 +117,12 @@ fn fields() -> Vec<(&'static str, &'static str, Value)> {
         (
             "OsInput",
             "image_url",
-            json!({"maxLength": 2048, "pattern": IMAGE_URL_PATTERN}),
+            json!({"maxLength": 2048, "pattern": image_url_pattern()}),
         ),
         (
             "OsInput",
             "checksum_url",
-            json!({"pattern": HTTP_URL_PATTERN}),
+            json!({"pattern": format!("^{HTTP_URL}$")}),
         ),
         (
             "OsInput",
