@@ -74,14 +74,32 @@ def key_body(text):
     return "".join(l for l in text.splitlines() if l and not l.startswith("-----"))
 
 
+def check_debian_keys(script_path, pinned_keys, keys_dir):
+    with open(script_path, encoding="utf-8") as f:
+        script = f.read()
+    embedded = dict(re.findall(r"^([0-9a-f]{8}):(\S+)$", script, re.M))
+    for k in pinned_keys:
+        short = k.rsplit("-", 1)[-1].split(".")[0]
+        body = embedded.get(short, "").replace("\\n", "")
+        if body != key_body(open(os.path.join(keys_dir, k), encoding="ascii").read()):
+            fail(f"signing key {k}: not the one Debian's alpine-chroot-install embeds")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--db", required=True)
-    ap.add_argument("--root", required=True)
-    ap.add_argument("--lock", required=True)
+    ap.add_argument("--db")
+    ap.add_argument("--root")
+    ap.add_argument("--lock")
     ap.add_argument("--keys", required=True)
     ap.add_argument("--debian-keys")
+    ap.add_argument("--only-keys", action="store_true", help="only the pinned keys against Debian's")
     a = ap.parse_args()
+    if a.only_keys:
+        check_debian_keys(a.debian_keys, sorted(os.listdir(a.keys)), a.keys)
+        print(f"signing keys: {len(os.listdir(a.keys))} pinned, the same in Debian's alpine-chroot-install")
+        return
+    if not (a.db and a.root and a.lock):
+        fail("--db, --root and --lock are needed (or --only-keys)")
 
     files = read_db(a.db)
     pinned = read_lock(a.lock)
@@ -119,14 +137,7 @@ def main():
             if key_body(f.read()) != key_body(mine):
                 fail(f"signing key {k}: differs from the pinned one")
     if a.debian_keys:
-        with open(a.debian_keys, encoding="utf-8") as f:
-            script = f.read()
-        embedded = dict(re.findall(r"^([0-9a-f]{8}):(\S+)$", script, re.M))
-        for k in pinned_keys:
-            short = k.rsplit("-", 1)[-1].split(".")[0]
-            body = embedded.get(short, "").replace("\\n", "")
-            if body != key_body(open(os.path.join(a.keys, k), encoding="ascii").read()):
-                fail(f"signing key {k}: not the one Debian's alpine-chroot-install embeds")
+        check_debian_keys(a.debian_keys, pinned_keys, a.keys)
     print(f"verified {count} files of {len(seen)} packages against the package database:")
     for pkg in sorted(seen):
         print(f"  {pkg} {seen[pkg]}")

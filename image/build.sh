@@ -4,13 +4,16 @@
 #
 #   image/build.sh                 build (downloads are cached under out/cache/)
 #   image/build.sh --refresh       fetch the package lists again first (else: when a day old)
-#   image/build.sh --kernel cloud  Debian's cloud kernel instead of the generic one: faster
-#                                  under QEMU, but virtio only (no real-hardware drivers)
+#   image/build.sh --kernel cloud  the Debian flavour with Debian's cloud kernel instead of the
+#                                  generic one: faster under QEMU, but virtio only
 #   image/build.sh --out DIR       write somewhere else than out/netboot
-#   image/build.sh --flavour alpine  Alpine's kernel, modules, busybox and musl instead of
-#                                  Debian's (alpine/README.md), from the source alpine/fetch.sh
-#                                  verifies: today the offline one (Alpine's `virt` kernel:
-#                                  virtual machines only); --alpine-dir DIR for a local copy
+#   image/build.sh --flavour alpine|debian  which system's kernel, modules, busybox (and musl):
+#                                  Alpine 3.23 (the default; alpine/README.md) or Debian's
+#   Alpine's source (alpine/fetch.sh verifies each): the mirror alpine/lock names, else (when it
+#   cannot be reached) the offline one with a warning (Alpine's `virt` kernel: virtual machines
+#   only); --alpine-mirror URL (no fallback), --alpine-dir DIR (a mirror copy or the wheel, for
+#   air-gapped sites), --offline; --alpine-keys DIR / --alpine-lock FILE for a site's own
+#   signed repository
 #
 # Same inputs, same bytes: the Debian packages come at the versions apt resolves from this
 # machine's own sources (recorded in manifest.json), the initramfs is written by
@@ -26,14 +29,18 @@ export PATH="$PATH:/usr/sbin:/sbin"
 export LC_ALL=C
 
 flavour=amd64
-distro=debian
-alpine_dir=""
+distro=alpine
+distro_set=""
+kernel_set=0
+alpine_args=()
+alpine_keys=alpine/keys
 out=out/netboot
 refresh=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --refresh) refresh=1 ;;
     --kernel)
+      kernel_set=1
       case "${2:-}" in
         generic) flavour=amd64 ;;
         cloud) flavour=cloud-amd64 ;;
@@ -43,16 +50,25 @@ while [ $# -gt 0 ]; do
     --out) out=${2:?--out DIR}; shift ;;
     --flavour)
       case "${2:-}" in
-        debian | alpine) distro=$2 ;;
+        debian | alpine) distro=$2; distro_set=$2 ;;
         *) echo "error: --flavour alpine|debian" >&2; exit 2 ;;
       esac
       shift ;;
-    --alpine-dir) alpine_dir=${2:?--alpine-dir DIR}; shift ;;
+    --alpine-dir | --alpine-mirror | --alpine-lock) alpine_args+=("$1" "${2:?$1 needs a value}"); shift ;;
+    --alpine-keys) alpine_keys=${2:?--alpine-keys DIR}; alpine_args+=("$1" "$2"); shift ;;
+    --offline) alpine_args+=("$1") ;;
     -h | --help) awk 'NR > 1 && /^#/ { print substr($0, 3); next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+
+# --kernel picks a Debian kernel: it means the Debian flavour.
+if [ "$kernel_set" = 1 ]; then
+  [ "$distro_set" = alpine ] && { echo "error: --kernel is for --flavour debian" >&2; exit 2; }
+  distro=debian
+fi
+[ "$distro" = debian ] && [ ${#alpine_args[@]} -gt 0 ] && { echo "error: ${alpine_args[0]} is for --flavour alpine" >&2; exit 2; }
 
 cache=out/cache
 logs=$PWD/$cache/logs
@@ -122,7 +138,6 @@ if [ "$distro" = alpine ]; then
   # Debian packages still give iPXE and the kexec-tools source; alpine-chroot-install embeds
   # Alpine's signing keys (a second source to check the pinned ones against).
   debian_pkgs=(ipxe kexec-tools alpine-chroot-install)
-  kver=$(sed -n 's/^kernel //p' alpine/lock)
 else
   kernel_pkg=$(field "linux-image-$flavour" Depends | grep -o "linux-image-[0-9][^ ,]*-$flavour" | head -n 1)
   [ -n "$kernel_pkg" ] || die "linux-image-$flavour: not found in the package lists"
@@ -161,32 +176,41 @@ fetch() {
 }
 
 if [ "$distro" = alpine ]; then
-  step "Alpine $(sed -n 's/^release //p' alpine/lock): kernel $kver, busybox, musl (alpine/fetch.sh, verified)"
+  step "Alpine $(sed -n 's/^release //p' alpine/lock): kernel, busybox, musl (alpine/fetch.sh, verified)"
   aci=$(fetch alpine-chroot-install)
   aroot=$PWD/$cache/alpine/root
   mkdir -p "$(dirname "$aroot")"
-  logged alpine-fetch alpine/fetch.sh ${alpine_dir:+--alpine-dir "$alpine_dir"} \
-    --debian-keys "$aci/usr/sbin/alpine-chroot-install" "$aroot"
+  # Alpine's pinned keys are also checked against the ones Debian's alpine-chroot-install embeds.
+  [ "$alpine_keys" = alpine/keys ] && alpine_args+=(--debian-keys "$aci/usr/sbin/alpine-chroot-install")
+  logged alpine-fetch alpine/fetch.sh "${alpine_args[@]}" "$aroot"
   sed 's/^/    /' "$logs/alpine-fetch.log"
-  # The host's kmod reads no gzip: the modules, decompressed, for depmod and the image.
+  kver=$(sed -n 's/^kernel=//p' "$aroot.source")
+  vmlinuz=$(sed -n 's/^vmlinuz=//p' "$aroot.source")
+  # The host's kmod may read no compressed modules: decompressed, for depmod and the image.
   kroot=$cache/alpine/kroot
   rm -rf "$kroot" && mkdir -p "$kroot/lib/modules/$kver" "$kroot/boot"
-  (cd "$aroot" && find "lib/modules/$kver" -name '*.ko.gz') | while read -r m; do
+  (cd "$aroot" && find "lib/modules/$kver" -name '*.ko*') | while read -r m; do
     mkdir -p "$kroot/$(dirname "$m")"
-    gzip -dc "$aroot/$m" > "$kroot/${m%.gz}"
+    case "$m" in
+      *.ko.gz) gzip -dc "$aroot/$m" > "$kroot/${m%.gz}" ;;
+      *.ko.xz) xz -dc "$aroot/$m" > "$kroot/${m%.xz}" ;;
+      *.ko.zst) zstd -q -dc "$aroot/$m" > "$kroot/${m%.zst}" ;;
+      *.ko) cp "$aroot/$m" "$kroot/$m" ;;
+    esac
   done
-  cp "$aroot/lib/modules/$kver/"modules.{builtin,builtin.modinfo,order} "$kroot/lib/modules/$kver/"
-  cp "$aroot/boot/vmlinuz-virt" "$kroot/boot/vmlinuz-$kver"
+  for f in modules.builtin modules.builtin.modinfo modules.order; do
+    [ ! -e "$aroot/lib/modules/$kver/$f" ] || cp "$aroot/lib/modules/$kver/$f" "$kroot/lib/modules/$kver/"
+  done
+  [ -e "$kroot/lib/modules/$kver/modules.builtin" ] || : > "$kroot/lib/modules/$kver/modules.builtin"
+  cp "$aroot/$vmlinuz" "$kroot/boot/vmlinuz-$kver"
   logged depmod depmod -b "$kroot" "$kver"
   alpine_source=$(sed -n 's/^source=//p' "$aroot.source")
-  hardware=$(sed -n 's/^hardware=//p' "$aroot.source")
 else
   step "kernel $kernel_pkg ${version[$kernel_pkg]}"
   kroot=$(fetch "$kernel_pkg")
   [ -e "$kroot/lib/modules/$kver/modules.dep" ] || logged depmod depmod -b "$kroot" "$kver"
   step "busybox-static ${version[busybox-static]}"
   bbroot=$(fetch busybox-static)
-  hardware=""
 fi
 step "ipxe ${version[ipxe]}"
 ipxeroot=$(fetch ipxe)
@@ -296,11 +320,14 @@ for m in $wanted; do
     echo "$rel${args:+ $args}" >> "$stage/etc/dragonfly/modules"
   done <<< "$deps"
 done
+# A kernel without the real-hardware drivers makes an image for virtual machines only: the
+# manifest, /healthz and the dashboard say so.
+hardware=any
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$distro" = debian ] && [ "$flavour" = amd64 ] && die "not in $kernel_pkg: ${missing[*]}"
-  echo "    warning: not in the kernel $kver, left out: ${missing[*]}"
+  hardware="virtual machines only (the kernel $kver has no ${missing[*]})"
+  echo "    warning: $hardware"
 fi
-[ -z "$hardware" ] || echo "    warning: $hardware"
 install -m 0644 "$kroot/lib/modules/$kver/modules.builtin" "$stage/lib/modules/$kver/"
 # modules.dep and modules.alias for exactly these modules: /init's modprobe loads by modalias.
 logged depmod-stage depmod -b "$stage" "$kver"
@@ -314,7 +341,7 @@ install -m 0644 "$new/ipxe.lkrn" "$stage/boot/ipxe.lkrn"
   echo "flavour=$distro"
   echo "kernel=$kver"
   if [ "$distro" = alpine ]; then
-    sed -n 's/^package \([^ ]*\) \(.*\)/alpine:\1=\2/p' alpine/lock
+    sed -n 's/^package=\([^ ]*\) \(.*\)/alpine:\1=\2/p' "$aroot.source"
     echo "source=$alpine_source"
   fi
   for p in "${debian_pkgs[@]}"; do echo "$p=${version[$p]}"; done
@@ -332,10 +359,10 @@ install -m 0644 "$ipxeroot/usr/lib/ipxe/undionly.kpxe" "$ipxeroot/usr/lib/ipxe/i
 packages=()
 for p in "${debian_pkgs[@]}"; do packages+=(--package "$p=${version[$p]}"); done
 if [ "$distro" = alpine ]; then
-  while read -r _ name ver; do packages+=(--package "alpine:$name=$ver"); done < <(grep '^package ' alpine/lock)
+  while read -r name ver; do packages+=(--package "alpine:$name=$ver"); done < <(sed -n 's/^package=//p' "$aroot.source")
 fi
 logged manifest "$tool" manifest --boot-dir "$new" --kernel "$kver" "${packages[@]}" \
-  --source-date-epoch "$SOURCE_DATE_EPOCH" --flavour "$distro" --hardware "${hardware:-any}" \
+  --source-date-epoch "$SOURCE_DATE_EPOCH" --flavour "$distro" --hardware "$hardware" \
   ${alpine_source:+--source "$alpine_source"}
 
 # Swap the new directory in (a server reading the old one never sees a half-written file).

@@ -10,6 +10,9 @@
 #   scripts/deps.sh netboot    adds what image/build.sh and scripts/lab.sh need; the kernel,
 #                              busybox and iPXE packages are only downloaded and unpacked by
 #                              image/build.sh, never installed
+#   scripts/deps.sh kube       adds what scripts/kube.sh needs to build and run a real
+#                              kube-apiserver (Go and the Kubernetes source are only
+#                              downloaded and unpacked by it, never installed)
 set -euo pipefail
 
 # fdisk (sfdisk) and mtools check what the native install writes, independently of the
@@ -25,9 +28,12 @@ case "$group" in
     # (gcc, make, linux-libc-dev, binutils), module dependencies (kmod: modprobe, depmod);
     # lab: QEMU with its NIC option ROMs (ipxe-qemu), UEFI firmware (ovmf), curl
     # Alpine flavour (alpine/fetch.sh): the wheel unzipped, its root image read with
-    # qemu-img and debugfs, pip in a virtual environment
+    # qemu-img and debugfs, pip in a virtual environment; from a mirror: signatures checked
+    # with openssl, modules possibly zstd-compressed
     want+=(dpkg-dev xz-utils gcc make libc6-dev linux-libc-dev binutils kmod
-      qemu-system-x86 ipxe-qemu ovmf curl unzip e2fsprogs python3-venv) ;;
+      qemu-system-x86 ipxe-qemu ovmf curl unzip e2fsprogs python3-venv openssl zstd) ;;
+  # kube-apiserver from source (make, rsync), its certificates (openssl), readiness (curl)
+  kube) want+=(make rsync openssl curl python3) ;;
   # the Debian cloud image the native-install tests write (scripts/os-image.sh)
   os-image) want+=(mmdebstrap dosfstools mtools fdisk e2fsprogs zstd util-linux mount) ;;
 esac
