@@ -121,8 +121,17 @@ pub async fn tinkerbell(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<u8> {
     match cmd {
-        TinkerbellCommand::Manifests { namespace, .. } => {
-            let text = crate::tinkerbell::rbac::manifests(&namespace.tinkerbell_namespace);
+        TinkerbellCommand::Manifests {
+            namespace,
+            deploy,
+            image,
+            ..
+        } => {
+            let ns = &namespace.tinkerbell_namespace;
+            let mut text = crate::tinkerbell::rbac::manifests(ns);
+            if *deploy {
+                text.push_str(&crate::tinkerbell::deploy::manifests(ns, image));
+            }
             out.write_all(text.as_bytes())?;
             Ok(0)
         }

@@ -100,12 +100,21 @@ pub enum TinkerbellCommand {
         #[command(flatten)]
         tinkerbell: TinkerbellArgs,
     },
-    /// Print the ServiceAccount, Role and RoleBinding Dragonfly needs (deploy/tinkerbell-rbac.yaml).
+    /// Print the ServiceAccount, Role and RoleBinding Dragonfly needs (deploy/tinkerbell-rbac.yaml);
+    /// with --deploy also the PVC, Deployment and Service that run it in the cluster
+    /// (deploy/dragonfly.yaml).
     Manifests {
         #[command(flatten)]
         file: ConfigFile,
         #[command(flatten)]
         namespace: NamespaceArgs,
+        /// Also print the PersistentVolumeClaim, Deployment and Service running Dragonfly in
+        /// the namespace.
+        #[arg(long)]
+        deploy: bool,
+        /// Container image of the Deployment (the static binary at /dragonfly).
+        #[arg(long, value_name = "IMAGE", default_value = concat!("dragonfly:", env!("CARGO_PKG_VERSION")))]
+        image: String,
     },
     /// Print, without a cluster, the Hardware, Template and Workflow Dragonfly would apply
     /// for a machine of the store (--db).

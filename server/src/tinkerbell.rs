@@ -6,6 +6,7 @@
 //! This module never imports `machines/`: the glue in `provision.rs` hands it plain facts
 //! ([`objects::MachineFacts`]) and consumes the updates it yields.
 
+pub mod deploy;
 pub mod disks;
 pub mod follow;
 pub mod objects;

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
+// The binary as a process (shared with tests/kube.rs).
+mod binary;
 
 // The import rules between the server's modules (ARCHITECTURE's layers).
 mod architecture;

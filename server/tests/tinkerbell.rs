@@ -9,6 +9,8 @@ mod schema;
 mod fake;
 // What Dragonfly writes: valid against both CRD versions; the examples parse; RBAC file.
 mod objects;
+// Workflow statuses in both shapes Tinkerbell writes (shared with tests/kube.rs).
+mod status;
 // Writer and follower against the fake: create/409/patch, watch, 410 Gone, outages, check.
 mod client;
 // provision.rs end to end: machine events in, cluster objects and machine states out.

@@ -410,54 +410,7 @@ fn the_examples_read_into_the_typed_structs_without_losing_a_field() {
     }
 }
 
-/// A Workflow status as Tinkerbell v0.25 writes it.
-pub fn current_status(state: &str, actions: &[(&str, &str)]) -> Value {
-    json!({
-        "state": state,
-        "currentState": {
-            "agentID": "52:54:00:00:00:01", "taskID": "t1", "taskName": "os-installation",
-            "actionID": "a", "actionName": actions.iter().find(|(_, s)| *s == "RUNNING").map(|(n, _)| *n).unwrap_or(""),
-            "state": state,
-        },
-        "globalTimeout": 3600,
-        "templateRendering": "successful",
-        "tasks": [{
-            "id": "t1", "name": "os-installation", "agentID": "52:54:00:00:00:01",
-            "actions": actions.iter().enumerate().map(|(i, (n, s))| {
-                let mut a = json!({"id": format!("a{i}"), "name": n, "image": "img", "timeout": 90, "state": s});
-                if *s != "PENDING" {
-                    a["executionStart"] = json!("2025-01-01T10:00:00Z");
-                }
-                if *s == "SUCCESS" {
-                    a["executionStop"] = json!("2025-01-01T10:01:00Z");
-                    a["executionDuration"] = json!("1m0s");
-                }
-                a
-            }).collect::<Vec<_>>(),
-        }],
-    })
-}
-
-/// A Workflow status as legacy tink v0.12 writes it.
-pub fn legacy_status(state: &str, actions: &[(&str, &str)]) -> Value {
-    json!({
-        "state": format!("STATE_{state}"),
-        "currentAction": actions.iter().find(|(_, s)| *s == "RUNNING").map(|(n, _)| *n).unwrap_or(""),
-        "globalTimeout": 3600,
-        "templateRending": "successful",
-        "tasks": [{
-            "name": "os-installation", "worker": "52:54:00:00:00:01",
-            "actions": actions.iter().map(|(n, s)| {
-                let mut a = json!({"name": n, "image": "img", "timeout": 90, "status": format!("STATE_{s}")});
-                if *s != "PENDING" {
-                    a["startedAt"] = json!("2025-01-01T10:00:00Z");
-                    a["seconds"] = json!(60);
-                }
-                a
-            }).collect::<Vec<_>>(),
-        }],
-    })
-}
+pub use super::status::{current_status, legacy_status};
 
 #[test]
 fn both_status_shapes_match_their_crds_and_mean_the_same() {
@@ -509,5 +462,24 @@ fn the_checked_in_rbac_manifest_is_the_generated_one() {
         generated == checked_in,
         "deploy/tinkerbell-rbac.yaml is stale: run `dragonfly tinkerbell manifests > \
          deploy/tinkerbell-rbac.yaml`\n--- generated:\n{generated}"
+    );
+}
+
+#[test]
+fn the_checked_in_deployment_is_the_generated_one() {
+    let mut generated = dragonfly::tinkerbell::rbac::manifests(NS);
+    generated.push_str(&dragonfly::tinkerbell::deploy::manifests(
+        NS,
+        concat!("dragonfly:", env!("CARGO_PKG_VERSION")),
+    ));
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/dragonfly.yaml");
+    if std::env::var_os("DRAGONFLY_BLESS").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        generated == checked_in,
+        "deploy/dragonfly.yaml is stale: run `dragonfly tinkerbell manifests --deploy > \
+         deploy/dragonfly.yaml`\n--- generated:\n{generated}"
     );
 }

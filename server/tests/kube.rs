@@ -1,0 +1,586 @@
+//! The Tinkerbell backend against a real Kubernetes API server: kube-apiserver 1.20 and etcd
+//! on loopback, built and started by `scripts/kube.sh` (RBAC, token authentication, the
+//! Tinkerbell CRDs copied unmodified into `tinkerbell/crds/`). The real `dragonfly` binary
+//! authenticates as the ServiceAccount `dragonfly tinkerbell manifests` creates, with a token
+//! the API server mints; only the set-up (namespaces, applying the manifests, the status
+//! patches tink-controller would make) uses the admin token.
+//!
+//! ```sh
+//! scripts/kube.sh start /tmp/kube
+//! DRAGONFLY_KUBE_DIR=/tmp/kube cargo test -p dragonfly --test kube -- --ignored --test-threads=1
+//! scripts/kube.sh stop /tmp/kube
+//! ```
+//!
+//! Ignored by default (they need that server); `scripts/test` runs them. One at a time: one
+//! test swaps the cluster's CRDs for the legacy set and back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod binary;
+#[path = "tinkerbell/status.rs"]
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use dragonfly_testkit::{expect_json, report, wait_for};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use binary::{Running, authed_client, dragonfly, wait_healthy};
+use status::{current_status, legacy_status};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The running API server (`DRAGONFLY_KUBE_DIR`, written by `scripts/kube.sh start`).
+struct Cluster {
+    dir: PathBuf,
+    url: String,
+    ca: String,
+    admin: Client,
+    /// Plain HTTPS as the admin, for what kubectl would send as YAML.
+    http: reqwest::Client,
+}
+
+async fn cluster() -> Cluster {
+    let dir = PathBuf::from(std::env::var("DRAGONFLY_KUBE_DIR").expect(
+        "DRAGONFLY_KUBE_DIR is not set: start a server with `scripts/kube.sh start DIR` first",
+    ));
+    let env = std::fs::read_to_string(dir.join("env")).expect("DIR/env of scripts/kube.sh");
+    let var = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .to_string()
+    };
+    let admin = client_from(&dir.join("kubeconfig")).await;
+    let ca = std::fs::read(var("KUBE_CA")).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", var("KUBE_ADMIN_TOKEN"))
+            .parse()
+            .unwrap(),
+    );
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    Cluster {
+        url: var("KUBE_URL"),
+        ca: var("KUBE_CA"),
+        dir,
+        admin,
+        http,
+    }
+}
+
+async fn client_from(kubeconfig: &Path) -> Client {
+    let k = Kubeconfig::read_from(kubeconfig).unwrap();
+    let c = kube::Config::from_custom_kubeconfig(k, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(c).unwrap()
+}
+
+fn resource(plural: &str, kind: &str) -> ApiResource {
+    ApiResource {
+        group: "tinkerbell.org".into(),
+        version: "v1alpha1".into(),
+        api_version: "tinkerbell.org/v1alpha1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+/// A namespace of its own for one test, with Dragonfly's ServiceAccount, Role and RoleBinding
+/// applied from `dragonfly tinkerbell manifests`, and a kubeconfig holding a token the API
+/// server minted for that account.
+struct Tenant {
+    ns: String,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Makes sure the cluster serves `set` ("current" or "legacy") CRDs.
+    fn crds(&self, set: &str) {
+        let now = std::fs::read_to_string(self.dir.join("crds")).unwrap_or_default();
+        if now.trim() != set {
+            let ok = Command::new(dragonfly_workspace().join("scripts/kube.sh"))
+                .args(["crds", self.dir.to_str().unwrap(), set])
+                .status()
+                .unwrap();
+            assert!(ok.success(), "scripts/kube.sh crds {set}");
+        }
+    }
+
+    async fn tenant(&self, name: &str) -> Tenant {
+        let ns = format!("{name}-{}", std::process::id());
+        let namespaces: Api<Namespace> = Api::all(self.admin.clone());
+        let _ = namespaces
+            .delete(&ns, &Default::default())
+            .await
+            .map(|_| ());
+        wait_for(WAIT, "the old namespace to go", || async {
+            namespaces
+                .get_opt(&ns)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        let mut n = Namespace::default();
+        n.metadata.name = Some(ns.clone());
+        namespaces.create(&PostParams::default(), &n).await.unwrap();
+
+        let out = dragonfly()
+            .args(["tinkerbell", "manifests", "--tinkerbell-namespace", &ns])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let pp = PostParams::default();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = serde_yaml::Value::deserialize(doc).unwrap();
+            match v["kind"].as_str().unwrap() {
+                "ServiceAccount" => {
+                    let o: ServiceAccount = serde_yaml::from_value(v).unwrap();
+                    Api::namespaced(self.admin.clone(), &ns)
+                        .create(&pp, &o)
+                        .await
+                        .unwrap();
+                }
+                "Role" => {
+                    let o: Role = serde_yaml::from_value(v).unwrap();
+                    Api::namespaced(self.admin.clone(), &ns)
+                        .create(&pp, &o)
+                        .await
+                        .unwrap();
+                }
+                "RoleBinding" => {
+                    let o: RoleBinding = serde_yaml::from_value(v).unwrap();
+                    Api::namespaced(self.admin.clone(), &ns)
+                        .create(&pp, &o)
+                        .await
+                        .unwrap();
+                }
+                other => panic!("unexpected {other} in the manifests"),
+            }
+        }
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.admin.clone(), &ns);
+        let token = accounts
+            .create_token_request(
+                "dragonfly",
+                &pp,
+                &TokenRequest {
+                    spec: TokenRequestSpec {
+                        expiration_seconds: Some(3600),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .token;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    \
+                 certificate-authority: {}\nusers:\n- name: dragonfly\n  user:\n    token: {token}\n\
+                 contexts:\n- name: c\n  context: {{cluster: c, user: dragonfly, namespace: {ns}}}\n\
+                 current-context: c\n",
+                self.url, self.ca
+            ),
+        )
+        .unwrap();
+        Tenant {
+            ns,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    fn api(&self, t: &Tenant, plural: &str, kind: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.admin.clone(), &t.ns, &resource(plural, kind))
+    }
+
+    /// Waits until the object exists and returns it as JSON.
+    async fn object(&self, t: &Tenant, plural: &str, kind: &str, name: &str) -> Value {
+        let api = self.api(t, plural, kind);
+        wait_for(WAIT, &format!("{plural}/{name}"), || async {
+            api.get_opt(name)
+                .await
+                .unwrap()
+                .map(|o| serde_json::to_value(o).unwrap())
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Writes a Workflow's status the way tink-controller does: through the status
+    /// subresource.
+    async fn set_status(&self, t: &Tenant, name: &str, status: Value) {
+        self.api(t, "workflows", "Workflow")
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn dragonfly_workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
+}
+
+fn check(t: &Tenant) -> (bool, String) {
+    let out = dragonfly()
+        .args(["tinkerbell", "check", "--kubeconfig"])
+        .arg(&t.kubeconfig)
+        .args(["--tinkerbell-namespace", &t.ns])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: scripts/kube.sh start DIR, then DRAGONFLY_KUBE_DIR=DIR"]
+async fn check_passes_as_the_service_account_and_names_a_removed_verb() {
+    let c = cluster().await;
+    c.crds("current");
+    let t = c.tenant("df-check").await;
+    // RBAC reaches the authorizer through its informer: allow it a moment.
+    let (ok, text) = wait_for(WAIT, "check to pass", || async {
+        let r = check(&t);
+        r.0.then_some(r)
+    })
+    .await
+    .unwrap_or_else(|_| check(&t));
+    assert!(ok, "{text}");
+    assert!(text.contains("connected to Kubernetes v1.20"), "{text}");
+    assert!(!text.contains("missing"), "{text}");
+
+    // The Role loses "delete": check fails and says so.
+    let roles: Api<Role> = Api::namespaced(c.admin.clone(), &t.ns);
+    let mut role = roles.get("dragonfly").await.unwrap();
+    let rules = role.rules.as_mut().unwrap();
+    rules[0].verbs.retain(|v| v != "delete");
+    roles
+        .replace("dragonfly", &PostParams::default(), &role)
+        .await
+        .unwrap();
+    let text = wait_for(WAIT, "check to name the missing verb", || async {
+        let (ok, text) = check(&t);
+        (!ok && text.contains("missing")).then_some(text)
+    })
+    .await
+    .unwrap();
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("missing"))
+            .all(|l| l.contains("delete")),
+        "{text}"
+    );
+    assert!(!text.contains("missing: get"), "{text}");
+}
+
+/// The machine as the binary's API shows it.
+async fn machine(http: &reqwest::Client, url: &str, id: &str) -> Value {
+    expect_json(
+        http.get(format!("{url}/api/v1/machines/{id}"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn wait_machine(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let ok = &ok;
+    wait_for(WAIT, what, || async move {
+        let m = machine(http, url, id).await;
+        ok(&m).then_some(m)
+    })
+    .await
+    .unwrap()
+}
+
+/// The binary driving Tinkerbell in the tenant's namespace as its ServiceAccount: a machine
+/// registers (Hardware), is assigned (Template, Workflow), and follows the Workflow's status
+/// written in `shape` to installing, installed; a second machine to failed.
+async fn the_whole_flow(set: &str, shape: fn(&str, &[(&str, &str)]) -> Value) {
+    let c = cluster().await;
+    c.crds(set);
+    let t = c.tenant(&format!("df-flow-{set}")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = authed_client(dir.path());
+    let kubeconfig = t.kubeconfig.to_str().unwrap().to_string();
+    let df = Running::start(
+        dir.path(),
+        &[
+            "--tinkerbell",
+            "on",
+            "--kubeconfig",
+            &kubeconfig,
+            "--tinkerbell-namespace",
+            &t.ns,
+        ],
+        &[],
+    );
+    let health = wait_healthy(&http, &df.url).await;
+    assert_eq!(health["installer"], "tinkerbell", "{health}");
+
+    let mut ids = Vec::new();
+    for n in [1, 2] {
+        let r = expect_json(
+            http.post(format!("{}/api/v1/agent/register", df.url))
+                .json(&json!({"agent_version": "t", "protocol": 1, "report": report(n)}))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::OK,
+        )
+        .await;
+        ids.push(r["machine_id"].as_str().unwrap().to_string());
+    }
+    let name = |n: u32| format!("dragonfly-52-54-00-00-00-{n:02x}");
+    let hw = c.object(&t, "hardware", "Hardware", &name(1)).await;
+    assert_eq!(hw["metadata"]["labels"]["dragonfly/machine-id"], ids[0]);
+    assert_eq!(
+        hw["spec"]["interfaces"][0]["dhcp"]["mac"],
+        "52:54:00:00:00:01"
+    );
+    assert_eq!(
+        hw["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "dragonfly"
+    );
+
+    for id in &ids {
+        let r = http
+            .post(format!("{}/api/v1/machines/{id}/assign", df.url))
+            .json(&json!({"os": "debian-12"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    }
+    let wf = c.object(&t, "workflows", "Workflow", &name(1)).await;
+    assert_eq!(wf["spec"]["templateRef"], "dragonfly-debian-12");
+    assert_eq!(wf["spec"]["hardwareMap"]["device_1"], "52:54:00:00:00:01");
+    let template = c
+        .object(&t, "templates", "Template", "dragonfly-debian-12")
+        .await;
+    assert!(
+        template["spec"]["data"]
+            .as_str()
+            .unwrap()
+            .contains("debian-12"),
+        "{template}"
+    );
+    c.object(&t, "workflows", "Workflow", &name(2)).await;
+
+    let three = ["stream-image", "write-cloud-init", "reboot"];
+    let with = |states: [&'static str; 3]| -> Vec<(&'static str, &'static str)> {
+        three.iter().copied().zip(states).collect()
+    };
+    c.set_status(
+        &t,
+        &name(1),
+        shape("RUNNING", &with(["SUCCESS", "RUNNING", "PENDING"])),
+    )
+    .await;
+    let m = wait_machine(&http, &df.url, &ids[0], "installing at 33%", |m| {
+        m["state"] == "installing" && m["progress"] == 33
+    })
+    .await;
+    assert_eq!(m["status_message"], "write-cloud-init", "{m}");
+    c.set_status(
+        &t,
+        &name(1),
+        shape("SUCCESS", &with(["SUCCESS", "SUCCESS", "SUCCESS"])),
+    )
+    .await;
+    wait_machine(&http, &df.url, &ids[0], "installed", |m| {
+        m["state"] == "installed"
+    })
+    .await;
+
+    c.set_status(
+        &t,
+        &name(2),
+        shape("FAILED", &with(["FAILED", "PENDING", "PENDING"])),
+    )
+    .await;
+    let m = wait_machine(&http, &df.url, &ids[1], "failed", |m| {
+        m["state"] == "failed"
+    })
+    .await;
+    assert!(
+        m["status_message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Tinkerbell action 'stream-image' failed"),
+        "{m}"
+    );
+
+    // The installed machine's next PXE boot goes to its disk.
+    let script = http
+        .get(format!("{}/boot/52-54-00-00-00-01.ipxe", df.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(script.contains("exit 1"), "{script}");
+    df.stop();
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: scripts/kube.sh start DIR, then DRAGONFLY_KUBE_DIR=DIR"]
+async fn registration_assignment_and_status_with_the_current_crds() {
+    the_whole_flow("current", current_status).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: scripts/kube.sh start DIR, then DRAGONFLY_KUBE_DIR=DIR"]
+async fn registration_assignment_and_status_with_the_legacy_crds() {
+    the_whole_flow("legacy", legacy_status).await;
+    cluster().await.crds("current");
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: scripts/kube.sh start DIR, then DRAGONFLY_KUBE_DIR=DIR"]
+async fn the_deployment_manifests_pass_a_server_side_dry_run() {
+    let c = cluster().await;
+    let ns = format!("df-deploy-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(c.admin.clone());
+    if namespaces.get_opt(&ns).await.unwrap().is_none() {
+        let mut n = Namespace::default();
+        n.metadata.name = Some(ns.clone());
+        namespaces.create(&PostParams::default(), &n).await.unwrap();
+    }
+    let out = dragonfly()
+        .args([
+            "tinkerbell",
+            "manifests",
+            "--deploy",
+            "--tinkerbell-namespace",
+            &ns,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Each document as kubectl would send it: the YAML itself, read by the API server's own
+    // YAML reader (YAML 1.1: a bare `on` would be a boolean), with a server-side dry run,
+    // which runs admission and validation in full and stores nothing.
+    let mut kinds = Vec::new();
+    for doc in text.split("\n---\n").filter(|d| d.contains("kind:")) {
+        let v = serde_yaml::Value::deserialize(serde_yaml::Deserializer::from_str(doc)).unwrap();
+        let obj: DynamicObject = serde_json::from_value(serde_json::to_value(&v).unwrap()).unwrap();
+        let types = obj.types.clone().unwrap();
+        let gvk = kube::core::GroupVersionKind::try_from(&types).unwrap();
+        let (ar, _) = kube::discovery::pinned_kind(&c.admin, &gvk).await.unwrap();
+        let base = if ar.group.is_empty() {
+            format!("{}/api/{}", c.url, ar.version)
+        } else {
+            format!("{}/apis/{}/{}", c.url, ar.group, ar.version)
+        };
+        let r = c
+            .http
+            .post(format!(
+                "{base}/namespaces/{ns}/{}?dryRun=All&fieldManager=kubectl",
+                ar.plural
+            ))
+            .header("content-type", "application/yaml")
+            .body(doc.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{} refused: {body}",
+            types.kind
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(c.admin.clone(), &ns, &ar);
+        assert!(
+            api.get_opt(obj.metadata.name.as_deref().unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        kinds.push(types.kind);
+    }
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "PersistentVolumeClaim",
+            "Deployment",
+            "Service",
+            "Service"
+        ]
+    );
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    // And a broken one is refused: the check can fail.
+    let mut bad: Value = serde_json::to_value(
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .find(|v| v["kind"].as_str() == Some("Deployment"))
+            .unwrap(),
+    )
+    .unwrap();
+    bad["spec"]["replicas"] = json!(-1);
+    let obj: DynamicObject = serde_json::from_value(bad).unwrap();
+    let ar = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "apps",
+        "v1",
+        "Deployment",
+    ));
+    let api: Api<DynamicObject> = Api::namespaced_with(c.admin.clone(), &ns, &ar);
+    let err = api.create(&dry, &obj).await.unwrap_err();
+    assert!(format!("{err}").contains("replicas"), "{err}");
+}
