@@ -120,7 +120,7 @@ api() { # METHOD PATH [curl args...]: as the admin
 established='
 import json, sys
 try:
-    c = json.load(sys.stdin)["status"]["conditions"]
+    c = json.load(sys.stdin)["status"]["conditions"] or []
 except (ValueError, KeyError, TypeError):
     sys.exit(1)
 sys.exit(0 if any(x.get("type") == "Established" and x.get("status") == "True" for x in c) else 1)

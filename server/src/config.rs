@@ -460,6 +460,16 @@ pub struct WorkflowArgs {
         default_value = "10m"
     )]
     pub tink_final_action_timeout: humantime::Duration,
+    /// How often what Dragonfly owns in the cluster (Hardware, Template, Workflow labelled
+    /// app.kubernetes.io/managed-by=dragonfly) is compared with the database and repaired;
+    /// also at start (at least 1s).
+    #[arg(
+        long,
+        env = "DRAGONFLY_TINK_RECONCILE_INTERVAL",
+        value_name = "DURATION",
+        default_value = "5m"
+    )]
+    pub tink_reconcile_interval: humantime::Duration,
 }
 
 /// A group's values with nothing given: its declared defaults, the environment ignored.

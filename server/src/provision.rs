@@ -9,6 +9,7 @@
 mod command;
 mod facts;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,9 @@ use crate::error::Error as DomainError;
 use crate::machines::catalogue::Catalogue;
 use crate::machines::{Actor, Change, ListQuery, MachineDetail, MachineEvent, Machines, State};
 use crate::tinkerbell::objects;
+use crate::tinkerbell::resources::{Hardware, Template, Workflow};
 use crate::tinkerbell::templates::OsFacts;
+use crate::tinkerbell::writer::Applied;
 use crate::tinkerbell::{self, BootSignal, FollowOptions, Phase, Tinkerbell, WorkflowUpdate};
 pub use command::{check, render};
 pub use facts::{facts, os_facts};
@@ -35,6 +38,7 @@ const ATTEMPTS: u32 = 3;
 pub fn spawn(tink: Tinkerbell, machines: Machines, catalogue: Catalogue) -> JoinHandle<()> {
     let opts = FollowOptions {
         final_action_timeout: tink.final_action_timeout(),
+        reconcile_every: tink.reconcile_every(),
         ..FollowOptions::default()
     };
     spawn_with(tink, machines, catalogue, Arc::new(SystemClock), opts)
@@ -55,8 +59,14 @@ pub fn spawn_with(
         machines,
         catalogue,
         clock,
+        reconcile_every: opts.reconcile_every.max(Duration::from_secs(1)),
     };
     tokio::spawn(async move {
+        let mut glue = glue;
+        match glue.machines.instance_id().await {
+            Ok(id) => glue.tink = glue.tink.clone().with_instance(&id),
+            Err(e) => tracing::warn!(error = %e, "no instance id: Tinkerbell objects unlabelled"),
+        }
         let (boot_tx, boot_rx) = mpsc::unbounded_channel();
         let updates = tinkerbell::follow::follow(
             glue.tink.workflow_api(),
@@ -74,6 +84,7 @@ struct Glue {
     machines: Machines,
     catalogue: Catalogue,
     clock: Arc<dyn Clock>,
+    reconcile_every: Duration,
 }
 
 /// Why a cluster write for a machine did not happen.
@@ -140,6 +151,10 @@ impl Glue {
     /// Applies the Hardware of a (re)registered or edited machine. With an OS assigned, the
     /// install disk stays first, so an edit during an install does not move it.
     async fn register(&self, id: &str) -> Result<(), GlueError> {
+        self.apply_hardware(id).await.map(|_| ())
+    }
+
+    async fn apply_hardware(&self, id: &str) -> Result<(&'static str, String, Applied), GlueError> {
         let m = self.machines.get(id).await?;
         let f = facts(&m);
         let ns = self.tink.namespace();
@@ -152,15 +167,74 @@ impl Glue {
         };
         let applied = self.tink.apply_hardware(&hw).await?;
         tracing::debug!(machine = %id, hardware = %hw.name(), ?applied, "Tinkerbell Hardware");
-        Ok(())
+        Ok((Hardware::KIND, hw.name().to_string(), applied))
     }
 
-    /// Applies the Hardware (install disk first), the OS's Template and the Workflow.
-    /// `catch_up`: after a restart, keep a workflow that is already running.
-    async fn install(&self, id: &str, catch_up: bool) -> Result<(), GlueError> {
+    /// Reconciliation of an assigned or installing machine: its Hardware, Template and
+    /// Workflow exist with Dragonfly's content; an existing Workflow is kept in any state.
+    async fn restore_install(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(&'static str, String, Applied)>, GlueError> {
+        let Some((_, hw, template, wf)) = self.install_objects(id).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(vec![
+            (
+                Hardware::KIND,
+                hw.name().to_string(),
+                self.tink.apply_hardware(&hw).await?,
+            ),
+            (
+                Template::KIND,
+                template.name().to_string(),
+                self.tink.apply_template(&template).await?,
+            ),
+            (
+                Workflow::KIND,
+                wf.name().to_string(),
+                self.tink.restore_workflow(&wf).await?,
+            ),
+        ])
+    }
+
+    /// Puts what reconciliation repaired on the machine's timeline.
+    async fn note_repairs(&self, id: &str, repairs: Vec<(&'static str, String, Applied)>) {
+        for (kind, name, applied) in repairs {
+            let message = match applied {
+                Applied::Unchanged => continue,
+                Applied::Created => {
+                    format!("Tinkerbell {kind} {name} re-created: it was missing from the cluster")
+                }
+                Applied::Updated => {
+                    format!("Tinkerbell {kind} {name} restored: it had been changed in the cluster")
+                }
+            };
+            tracing::info!(machine = %id, "{message}");
+            log_domain(
+                self.machines
+                    .note(
+                        id,
+                        MachineEvent::ClusterRepaired,
+                        Actor::Tinkerbell,
+                        message,
+                    )
+                    .await,
+                "repair",
+                id,
+            );
+        }
+    }
+
+    /// The Hardware (install disk first), the OS's Template and the Workflow of a machine
+    /// with an OS assigned, and the OS's slug; `None` without an OS.
+    async fn install_objects(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, Hardware, Template, Workflow)>, GlueError> {
         let m = self.machines.get(id).await?;
         let Some(slug) = m.machine.os.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         let os = os_facts(&self.catalogue.get(&slug).await?);
         let f = facts(&m);
@@ -168,13 +242,17 @@ impl Glue {
         let hw = objects::hardware(&f, Some(&os), ns)?;
         let template = objects::template(&os, self.tink.settings(), ns)?;
         let wf = objects::workflow(&f, &os, ns)?;
+        Ok(Some((slug, hw, template, wf)))
+    }
+
+    /// Applies the Hardware, the Template and a new Workflow.
+    async fn install(&self, id: &str) -> Result<(), GlueError> {
+        let Some((slug, hw, template, wf)) = self.install_objects(id).await? else {
+            return Ok(());
+        };
         self.tink.apply_hardware(&hw).await?;
         self.tink.apply_template(&template).await?;
-        let applied = if catch_up {
-            self.tink.ensure_workflow(&wf).await?
-        } else {
-            self.tink.start_workflow(&wf).await?
-        };
+        let applied = self.tink.start_workflow(&wf).await?;
         tracing::info!(
             machine = %id,
             workflow = %wf.name(),
@@ -187,7 +265,7 @@ impl Glue {
 
     async fn on_install_event(&self, id: &str) {
         let r = self
-            .with_retries("Tinkerbell workflow", id, || self.install(id, false))
+            .with_retries("Tinkerbell workflow", id, || self.install(id))
             .await;
         if let Err(e) = r {
             tracing::warn!(machine = %id, error = %e, "cannot start the Tinkerbell workflow");
@@ -252,13 +330,19 @@ impl Glue {
             | MachineEvent::RegistrationHeld
             | MachineEvent::RegistrationApproved
             | MachineEvent::RegistrationRejected
+            | MachineEvent::ClusterRepaired
             | MachineEvent::Status => {}
         }
     }
 
-    /// Brings the cluster in line with the store: every machine's Hardware, and a Workflow
-    /// for every machine waiting for its install. Runs at start and after missed events.
+    /// Brings what Dragonfly owns in the cluster in line with the store: every machine's
+    /// Hardware; the Template and Workflow of every machine assigned or installing (an
+    /// existing Workflow kept in any state: one that finished meanwhile is the follower's to
+    /// apply); no Hardware or Workflow of a deleted machine, no Workflow of a machine without
+    /// an install. Each repair is an event on the machine's timeline. Runs at start, every
+    /// `reconcile_every`, and after missed events.
     async fn reconcile(&self) {
+        let mut known: HashMap<String, State> = HashMap::new();
         let mut page = 1;
         loop {
             let q = ListQuery {
@@ -274,18 +358,50 @@ impl Glue {
                 }
             };
             for m in &list.items {
+                known.insert(m.id.clone(), m.state);
                 let r = match m.state {
-                    State::Assigned => self.install(&m.id, true).await,
-                    _ => self.register(&m.id).await,
+                    State::Assigned | State::Installing => self.restore_install(&m.id).await,
+                    _ => self.apply_hardware(&m.id).await.map(|r| vec![r]),
                 };
-                if let Err(e) = r {
-                    tracing::warn!(machine = %m.id, error = %e, "Tinkerbell reconcile");
+                match r {
+                    Ok(repairs) => self.note_repairs(&m.id, repairs).await,
+                    Err(e) => tracing::warn!(machine = %m.id, error = %e, "Tinkerbell reconcile"),
                 }
             }
             if list.items.is_empty() || u64::from(page) * 200 >= list.total {
                 break;
             }
             page += 1;
+        }
+        let keep = |kind: &'static str, id: &str| match known.get(id) {
+            None => false,
+            Some(state) => kind == Hardware::KIND || *state != State::Discovered,
+        };
+        match self.tink.sweep(keep).await {
+            Ok(gone) => {
+                for (kind, name, id) in gone {
+                    if known.contains_key(&id) {
+                        let message =
+                            format!("Tinkerbell {kind} {name} deleted: the machine has no install");
+                        tracing::info!(machine = %id, "{message}");
+                        log_domain(
+                            self.machines
+                                .note(
+                                    &id,
+                                    MachineEvent::ClusterRepaired,
+                                    Actor::Tinkerbell,
+                                    message,
+                                )
+                                .await,
+                            "repair",
+                            &id,
+                        );
+                    } else {
+                        tracing::info!(machine = %id, "Tinkerbell {kind} {name} deleted: its machine is gone");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot sweep the Tinkerbell objects"),
         }
     }
 
@@ -295,8 +411,20 @@ impl Glue {
         boots: mpsc::UnboundedSender<BootSignal>,
     ) {
         self.reconcile().await;
+        let mut every = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.reconcile_every,
+            self.reconcile_every,
+        );
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match events.recv().await {
+            let received = tokio::select! {
+                r = events.recv() => r,
+                _ = every.tick() => {
+                    self.reconcile().await;
+                    continue;
+                }
+            };
+            match received {
                 Ok(p) => self.on_event(&p, &boots).await,
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(

@@ -30,6 +30,9 @@ pub use templates::TemplateSettings;
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "dragonfly");
 /// Label naming the Dragonfly machine a Hardware or Workflow belongs to.
 pub const MACHINE_ID_LABEL: &str = "dragonfly/machine-id";
+/// Which Dragonfly (which database) owns a Hardware or Workflow: one never changes or deletes
+/// another's.
+pub const INSTANCE_LABEL: &str = "dragonfly/instance";
 /// Annotation naming the catalogue OS a Template or Workflow installs.
 pub const OS_ANNOTATION: &str = "dragonfly/os";
 
@@ -58,6 +61,16 @@ pub enum Error {
         name: String,
         message: String,
     },
+    /// Another Dragonfly (another database) owns the object.
+    #[error(
+        "{kind} {name} belongs to another Dragonfly ({}={instance}): this one will not change it",
+        INSTANCE_LABEL
+    )]
+    OtherInstance {
+        kind: &'static str,
+        name: String,
+        instance: String,
+    },
 }
 
 impl Error {
@@ -67,7 +80,7 @@ impl Error {
             Error::Kube(kube::Error::Api(e)) => e.code >= 500 || e.code == 429,
             Error::Kube(_) => true,
             Error::Busy { .. } => true,
-            Error::NotManaged { .. } | Error::Invalid(_) => false,
+            Error::NotManaged { .. } | Error::Invalid(_) | Error::OtherInstance { .. } => false,
         }
     }
 }
@@ -82,6 +95,9 @@ pub struct Tinkerbell {
     namespace: String,
     settings: Arc<TemplateSettings>,
     final_action_timeout: Duration,
+    reconcile_every: Duration,
+    /// This Dragonfly's `dragonfly/instance` label value, once known.
+    instance: Option<Arc<str>>,
 }
 
 impl Tinkerbell {
@@ -96,7 +112,30 @@ impl Tinkerbell {
             namespace: namespace.into(),
             settings: Arc::new(settings),
             final_action_timeout: Duration::from_secs(600),
+            reconcile_every: Duration::from_secs(300),
+            instance: None,
         }
+    }
+
+    /// Labels what this Dragonfly writes with its instance id, and keeps it off what another
+    /// one owns.
+    pub fn with_instance(mut self, instance: &str) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
+    }
+
+    /// How often what Dragonfly owns in the cluster is compared with the store and repaired.
+    pub fn with_reconcile_every(mut self, every: Duration) -> Self {
+        self.reconcile_every = every;
+        self
+    }
+
+    pub fn reconcile_every(&self) -> Duration {
+        self.reconcile_every
     }
 
     /// How long after the last action started the machine may take to show it booted.
@@ -166,7 +205,8 @@ pub async fn connect(args: &TinkerbellArgs) -> anyhow::Result<Option<Tinkerbell>
         args.namespace.tinkerbell_namespace.clone(),
         settings,
     )
-    .with_final_action_timeout(args.workflow.tink_final_action_timeout.into());
+    .with_final_action_timeout(args.workflow.tink_final_action_timeout.into())
+    .with_reconcile_every(args.workflow.tink_reconcile_interval.into());
     tracing::info!(
         namespace = %tink.namespace,
         "Tinkerbell backend on (workflows are followed with a watch)"

@@ -154,6 +154,9 @@ names! {
         RegistrationApproved = "registration_approved",
         /// An operator refused a held registration.
         RegistrationRejected = "registration_rejected",
+        /// Dragonfly put back what it owns in the Tinkerbell cluster: an object missing,
+        /// changed behind its back, or left over.
+        ClusterRepaired = "cluster_repaired",
         /// Phase, progress or message changed without an entry in the log (live only).
         Status = "status",
     }

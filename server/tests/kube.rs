@@ -339,6 +339,64 @@ async fn wait_machine(
     .unwrap()
 }
 
+/// The binary in `dir` (its sqlite.db), driving Tinkerbell in the tenant's namespace as the
+/// tenant's ServiceAccount, reconciling every second.
+async fn start(dir: &Path, t: &Tenant, http: &reqwest::Client) -> Running {
+    let kubeconfig = t.kubeconfig.to_str().unwrap().to_string();
+    let df = Running::start(
+        dir,
+        &[
+            "--tinkerbell",
+            "on",
+            "--kubeconfig",
+            &kubeconfig,
+            "--tinkerbell-namespace",
+            &t.ns,
+            "--tink-reconcile-interval",
+            "1s",
+        ],
+        &[],
+    );
+    let health = wait_healthy(http, &df.url).await;
+    assert_eq!(health["installer"], "tinkerbell", "{health}");
+    df
+}
+
+/// Registers machine `n` (`report(n)`) as its agent would; returns its id.
+async fn register(http: &reqwest::Client, url: &str, n: u32) -> String {
+    let r = expect_json(
+        http.post(format!("{url}/api/v1/agent/register"))
+            .json(&json!({"agent_version": "t", "protocol": 1, "report": report(n)}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    r["machine_id"].as_str().unwrap().to_string()
+}
+
+async fn assign(http: &reqwest::Client, url: &str, id: &str) {
+    let r = http
+        .post(format!("{url}/api/v1/machines/{id}/assign"))
+        .json(&json!({"os": "debian-12"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+}
+
+/// The Tinkerbell object name of machine `n`.
+fn name(n: u32) -> String {
+    format!("dragonfly-52-54-00-00-00-{n:02x}")
+}
+
+const THREE: [&str; 3] = ["stream-image", "write-cloud-init", "reboot"];
+
+fn actions(states: [&'static str; 3]) -> Vec<(&'static str, &'static str)> {
+    THREE.iter().copied().zip(states).collect()
+}
+
 /// The binary driving Tinkerbell in the tenant's namespace as its ServiceAccount: a machine
 /// registers (Hardware), is assigned (Template, Workflow), and follows the Workflow's status
 /// written in `shape` to installing, installed; a second machine to failed.
@@ -348,36 +406,11 @@ async fn the_whole_flow(set: &str, shape: fn(&str, &[(&str, &str)]) -> Value) {
     let t = c.tenant(&format!("df-flow-{set}")).await;
     let dir = tempfile::tempdir().unwrap();
     let http = authed_client(dir.path());
-    let kubeconfig = t.kubeconfig.to_str().unwrap().to_string();
-    let df = Running::start(
-        dir.path(),
-        &[
-            "--tinkerbell",
-            "on",
-            "--kubeconfig",
-            &kubeconfig,
-            "--tinkerbell-namespace",
-            &t.ns,
-        ],
-        &[],
-    );
-    let health = wait_healthy(&http, &df.url).await;
-    assert_eq!(health["installer"], "tinkerbell", "{health}");
-
-    let mut ids = Vec::new();
-    for n in [1, 2] {
-        let r = expect_json(
-            http.post(format!("{}/api/v1/agent/register", df.url))
-                .json(&json!({"agent_version": "t", "protocol": 1, "report": report(n)}))
-                .send()
-                .await
-                .unwrap(),
-            StatusCode::OK,
-        )
-        .await;
-        ids.push(r["machine_id"].as_str().unwrap().to_string());
-    }
-    let name = |n: u32| format!("dragonfly-52-54-00-00-00-{n:02x}");
+    let df = start(dir.path(), &t, &http).await;
+    let ids = [
+        register(&http, &df.url, 1).await,
+        register(&http, &df.url, 2).await,
+    ];
     let hw = c.object(&t, "hardware", "Hardware", &name(1)).await;
     assert_eq!(hw["metadata"]["labels"]["dragonfly/machine-id"], ids[0]);
     assert_eq!(
@@ -390,13 +423,7 @@ async fn the_whole_flow(set: &str, shape: fn(&str, &[(&str, &str)]) -> Value) {
     );
 
     for id in &ids {
-        let r = http
-            .post(format!("{}/api/v1/machines/{id}/assign", df.url))
-            .json(&json!({"os": "debian-12"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+        assign(&http, &df.url, id).await;
     }
     let wf = c.object(&t, "workflows", "Workflow", &name(1)).await;
     assert_eq!(wf["spec"]["templateRef"], "dragonfly-debian-12");
@@ -413,14 +440,10 @@ async fn the_whole_flow(set: &str, shape: fn(&str, &[(&str, &str)]) -> Value) {
     );
     c.object(&t, "workflows", "Workflow", &name(2)).await;
 
-    let three = ["stream-image", "write-cloud-init", "reboot"];
-    let with = |states: [&'static str; 3]| -> Vec<(&'static str, &'static str)> {
-        three.iter().copied().zip(states).collect()
-    };
     c.set_status(
         &t,
         &name(1),
-        shape("RUNNING", &with(["SUCCESS", "RUNNING", "PENDING"])),
+        shape("RUNNING", &actions(["SUCCESS", "RUNNING", "PENDING"])),
     )
     .await;
     let m = wait_machine(&http, &df.url, &ids[0], "installing at 33%", |m| {
@@ -431,7 +454,7 @@ async fn the_whole_flow(set: &str, shape: fn(&str, &[(&str, &str)]) -> Value) {
     c.set_status(
         &t,
         &name(1),
-        shape("SUCCESS", &with(["SUCCESS", "SUCCESS", "SUCCESS"])),
+        shape("SUCCESS", &actions(["SUCCESS", "SUCCESS", "SUCCESS"])),
     )
     .await;
     wait_machine(&http, &df.url, &ids[0], "installed", |m| {
@@ -442,7 +465,7 @@ async fn the_whole_flow(set: &str, shape: fn(&str, &[(&str, &str)]) -> Value) {
     c.set_status(
         &t,
         &name(2),
-        shape("FAILED", &with(["FAILED", "PENDING", "PENDING"])),
+        shape("FAILED", &actions(["FAILED", "PENDING", "PENDING"])),
     )
     .await;
     let m = wait_machine(&http, &df.url, &ids[1], "failed", |m| {
@@ -583,4 +606,221 @@ async fn the_deployment_manifests_pass_a_server_side_dry_run() {
     let api: Api<DynamicObject> = Api::namespaced_with(c.admin.clone(), &ns, &ar);
     let err = api.create(&dry, &obj).await.unwrap_err();
     assert!(format!("{err}").contains("replicas"), "{err}");
+}
+
+/// The machine's `cluster_repaired` events, as messages.
+async fn repairs(http: &reqwest::Client, url: &str, id: &str) -> Vec<String> {
+    machine(http, url, id).await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "cluster_repaired")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A copy of `obj` under another name, without what the API server set.
+fn copy_as(obj: &Value, name: &str, machine: &str) -> DynamicObject {
+    let mut v = obj.clone();
+    v["metadata"] = json!({
+        "name": name,
+        "labels": obj["metadata"]["labels"].clone(),
+    });
+    v["metadata"]["labels"]["dragonfly/machine-id"] = json!(machine);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: scripts/kube.sh start DIR, then DRAGONFLY_KUBE_DIR=DIR"]
+async fn reconciliation_repairs_what_changed_while_stopped_and_while_running() {
+    let c = cluster().await;
+    c.crds("current");
+    let t = c.tenant("df-reconcile").await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = authed_client(dir.path());
+    let df = start(dir.path(), &t, &http).await;
+    let ids: Vec<String> =
+        futures_util::future::join_all((1..=3).map(|n| register(&http, &df.url, n))).await;
+    assign(&http, &df.url, &ids[0]).await;
+    assign(&http, &df.url, &ids[2]).await;
+    let hw = c.api(&t, "hardware", "Hardware");
+    let wf = c.api(&t, "workflows", "Workflow");
+    let hw1 = c.object(&t, "hardware", "Hardware", &name(1)).await;
+    let wf1 = c.object(&t, "workflows", "Workflow", &name(1)).await;
+    let wf3 = c.object(&t, "workflows", "Workflow", &name(3)).await;
+    c.object(&t, "hardware", "Hardware", &name(2)).await;
+    let address = hw1["spec"]["interfaces"][0]["dhcp"]["ip"]["address"].clone();
+    df.stop();
+
+    // Behind its back, while it is stopped:
+    let dp = Default::default();
+    // machine 1's Workflow deleted, its Hardware edited;
+    wf.delete(&name(1), &dp).await.unwrap();
+    hw.patch(
+        &name(1),
+        &PatchParams::default(),
+        &Patch::Json::<()>(
+            serde_json::from_value(json!([{"op": "replace",
+                "path": "/spec/interfaces/0/dhcp/ip/address", "value": "10.9.9.9"}]))
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    // machine 2's Hardware deleted, and a Workflow for it (it has no install) left behind;
+    hw.delete(&name(2), &dp).await.unwrap();
+    let pp = PostParams::default();
+    wf.create(&pp, &copy_as(&wf1, "dragonfly-stray-workflow", &ids[1]))
+        .await
+        .unwrap();
+    // a Hardware of a machine this Dragonfly deleted;
+    hw.create(
+        &pp,
+        &copy_as(&hw1, "dragonfly-stray-hardware", "a-deleted-machine"),
+    )
+    .await
+    .unwrap();
+    // machine 3's install finished.
+    c.set_status(
+        &t,
+        &name(3),
+        current_status("SUCCESS", &actions(["SUCCESS", "SUCCESS", "SUCCESS"])),
+    )
+    .await;
+
+    let df = start(dir.path(), &t, &http).await;
+    let restored = c.object(&t, "workflows", "Workflow", &name(1)).await;
+    assert_ne!(restored["metadata"]["uid"], wf1["metadata"]["uid"]);
+    c.object(&t, "hardware", "Hardware", &name(2)).await;
+    wait_for(WAIT, "machine 1's Hardware restored", || async {
+        let h = serde_json::to_value(hw.get(&name(1)).await.unwrap()).unwrap();
+        (h["spec"]["interfaces"][0]["dhcp"]["ip"]["address"] == address).then_some(())
+    })
+    .await
+    .unwrap();
+    wait_for(WAIT, "the strays deleted", || async {
+        (hw.get_opt("dragonfly-stray-hardware")
+            .await
+            .unwrap()
+            .is_none()
+            && wf
+                .get_opt("dragonfly-stray-workflow")
+                .await
+                .unwrap()
+                .is_none())
+        .then_some(())
+    })
+    .await
+    .unwrap();
+    // The Workflow that finished meanwhile is applied, not started again.
+    wait_machine(&http, &df.url, &ids[2], "machine 3 installed", |m| {
+        m["state"] == "installed"
+    })
+    .await;
+    let w3 = c.object(&t, "workflows", "Workflow", &name(3)).await;
+    assert_eq!(w3["metadata"]["uid"], wf3["metadata"]["uid"]);
+    // Every repair is on its machine's timeline.
+    let r1 = repairs(&http, &df.url, &ids[0]).await;
+    assert!(
+        r1.iter()
+            .any(|m| m.contains(&format!("Workflow {} re-created", name(1)))),
+        "{r1:?}"
+    );
+    assert!(
+        r1.iter()
+            .any(|m| m.contains(&format!("Hardware {} restored", name(1)))),
+        "{r1:?}"
+    );
+    let r2 = repairs(&http, &df.url, &ids[1]).await;
+    assert!(
+        r2.iter()
+            .any(|m| m.contains(&format!("Hardware {} re-created", name(2)))),
+        "{r2:?}"
+    );
+    assert!(
+        r2.iter()
+            .any(|m| m.contains("Workflow dragonfly-stray-workflow deleted")),
+        "{r2:?}"
+    );
+
+    // While it runs: the next periodic pass (every second here) puts a deleted Workflow back.
+    let before = repairs(&http, &df.url, &ids[0]).await.len();
+    let uid = restored["metadata"]["uid"].clone();
+    wf.delete(&name(1), &dp).await.unwrap();
+    wait_for(WAIT, "the Workflow re-created while running", || async {
+        wf.get_opt(&name(1))
+            .await
+            .unwrap()
+            .filter(|w| serde_json::to_value(w).unwrap()["metadata"]["uid"] != uid)
+    })
+    .await
+    .unwrap();
+    let after = wait_for(WAIT, "the repair on the timeline", || async {
+        let r = repairs(&http, &df.url, &ids[0]).await;
+        (r.len() > before).then_some(r)
+    })
+    .await
+    .unwrap();
+    // Newest first.
+    assert!(after[0].contains("re-created"), "{after:?}");
+    df.stop();
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: scripts/kube.sh start DIR, then DRAGONFLY_KUBE_DIR=DIR"]
+async fn two_dragonflies_in_one_namespace_never_fight() {
+    let c = cluster().await;
+    c.crds("current");
+    let t = c.tenant("df-two").await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (http_a, http_b) = (authed_client(dir_a.path()), authed_client(dir_b.path()));
+    let a = start(dir_a.path(), &t, &http_a).await;
+    let b = start(dir_b.path(), &t, &http_b).await;
+    // Each has machines of its own; machine 1 registers with both (the same name in the
+    // cluster): the first keeps it.
+    register(&http_a, &a.url, 1).await;
+    register(&http_a, &a.url, 2).await;
+    c.object(&t, "hardware", "Hardware", &name(1)).await;
+    let b1 = register(&http_b, &b.url, 1).await;
+    register(&http_b, &b.url, 3).await;
+    c.object(&t, "hardware", "Hardware", &name(3)).await;
+    let hw = c.api(&t, "hardware", "Hardware");
+    let versions = || async {
+        let mut v = Vec::new();
+        for n in 1..=3 {
+            let h = serde_json::to_value(hw.get(&name(n)).await.unwrap()).unwrap();
+            v.push((
+                h["metadata"]["resourceVersion"].clone(),
+                h["metadata"]["labels"]["dragonfly/instance"].clone(),
+            ));
+        }
+        v
+    };
+    let first = versions().await;
+    assert_eq!(
+        first[0].1, first[1].1,
+        "machine 1 stays with the first: {first:?}"
+    );
+    assert_ne!(first[1].1, first[2].1, "{first:?}");
+    // Several reconcile passes of both (every second): nothing deleted, nothing rewritten.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(versions().await, first);
+    // The second one says why it cannot install its machine 1.
+    assign(&http_b, &b.url, &b1).await;
+    let m = wait_machine(&http_b, &b.url, &b1, "b's machine 1 failed", |m| {
+        m["state"] == "failed"
+    })
+    .await;
+    assert!(
+        m["status_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("belongs to another Dragonfly"),
+        "{m}"
+    );
+    a.stop();
+    b.stop();
 }

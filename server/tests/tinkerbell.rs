@@ -39,6 +39,7 @@ pub fn fast() -> dragonfly::tinkerbell::FollowOptions {
         tick: Duration::from_millis(50),
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
+        reconcile_every: Duration::from_secs(300),
     }
 }
 

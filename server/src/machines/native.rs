@@ -115,6 +115,8 @@ fn absolute(base_url: &str, url: &str) -> String {
 
 /// The settings key of the SSH keys operators keep in the database.
 const SSH_KEYS: &str = "ssh_authorized_keys";
+/// The server setting holding [`Machines::instance_id`].
+const INSTANCE_ID: &str = "instance_id";
 
 /// The SSH keys every native install gets: those of `--ssh-authorized-keys` and those an
 /// operator stored.
@@ -168,6 +170,24 @@ impl Machines {
             from_file: self.settings.ssh_keys.clone(),
             stored,
         })
+    }
+
+    /// This database's identity in shared places (the `dragonfly/instance` label of the
+    /// Tinkerbell objects it owns): made once, kept in the server settings.
+    pub async fn instance_id(&self) -> Result<String> {
+        let now = self.clock.now_ms();
+        let fresh = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+        let id = self
+            .db
+            .write(move |tx| -> Result<String> {
+                if let Some(id) = crate::store::settings::get(tx, INSTANCE_ID)? {
+                    return Ok(id);
+                }
+                crate::store::settings::set(tx, INSTANCE_ID, &fresh, now)?;
+                Ok(fresh)
+            })
+            .await?;
+        Ok(id)
     }
 
     pub async fn set_ssh_keys(&self, input: SshKeysInput) -> Result<SshKeys> {

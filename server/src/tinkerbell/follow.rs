@@ -198,6 +198,8 @@ pub struct FollowOptions {
     /// Backoff between failed watch attempts, doubling from `min` to `max`.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// How often what Dragonfly owns in the cluster is compared with the store and repaired.
+    pub reconcile_every: Duration,
 }
 
 impl Default for FollowOptions {
@@ -207,6 +209,7 @@ impl Default for FollowOptions {
             tick: Duration::from_secs(15),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            reconcile_every: Duration::from_secs(300),
         }
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::objects::machine_selector;
 use super::progress::{Progress, State};
 use super::resources::{Hardware, Template, Workflow};
-use super::{Error, MANAGED_BY, Result, Tinkerbell};
+use super::{Error, INSTANCE_LABEL, MANAGED_BY, Result, Tinkerbell};
 
 const FIELD_MANAGER: &str = "dragonfly";
 
@@ -31,6 +31,8 @@ pub enum Applied {
 enum Keep {
     NotStarted,
     Unfinished,
+    /// Any state: what Tinkerbell did while Dragonfly was away is the follower's to read.
+    Any,
 }
 
 fn is_code(e: &kube::Error, code: u16) -> bool {
@@ -88,11 +90,47 @@ fn merge_patch(want: &Value, resource_version: Option<&str>) -> Value {
     json!({ "metadata": meta, "spec": spec })
 }
 
-/// Creates `obj`; when it exists, re-reads it and patches it to `obj`'s content.
-async fn apply<K>(api: &Api<K>, obj: &K, kind: &'static str) -> Result<Applied>
+/// `obj` labelled with `instance` (when known).
+fn stamped<K: kube::Resource + Clone>(obj: &K, instance: Option<&str>) -> K {
+    let mut obj = obj.clone();
+    if let Some(instance) = instance {
+        obj.meta_mut()
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(INSTANCE_LABEL.into(), instance.into());
+    }
+    obj
+}
+
+/// Refuses an object another Dragonfly owns (an unlabelled one is adopted).
+fn check_owner(
+    meta: &kube::core::ObjectMeta,
+    instance: Option<&str>,
+    kind: &'static str,
+) -> Result<()> {
+    let theirs = meta.labels.as_ref().and_then(|l| l.get(INSTANCE_LABEL));
+    match (theirs, instance) {
+        (Some(theirs), Some(ours)) if theirs != ours => Err(Error::OtherInstance {
+            kind,
+            name: meta.name.clone().unwrap_or_default(),
+            instance: theirs.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Creates `obj`; when it exists, re-reads it and patches it to `obj`'s content, unless
+/// another Dragonfly (another `instance`) owns it.
+async fn apply<K>(
+    api: &Api<K>,
+    obj: &K,
+    kind: &'static str,
+    instance: Option<&str>,
+) -> Result<Applied>
 where
     K: kube::Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
+    let obj = &stamped(obj, instance);
     let name = obj.meta().name.clone().unwrap_or_default();
     let want = serde_json::to_value(obj).map_err(|e| Error::Invalid(e.to_string()))?;
     for _ in 0..4 {
@@ -112,6 +150,7 @@ where
                 name,
             });
         }
+        check_owner(existing.meta(), instance, kind)?;
         let have = serde_json::to_value(&existing).map_err(|e| Error::Invalid(e.to_string()))?;
         // What the object must contain (the patch without its clearing nulls and version).
         let mut want_meta = merge_patch(&want, None);
@@ -183,6 +222,40 @@ where
     Ok(deleted)
 }
 
+async fn sweep_kind<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    selector: &str,
+    keep: &impl Fn(&'static str, &str) -> bool,
+    gone: &mut Vec<(&'static str, String, String)>,
+) -> Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let list = api.list(&ListParams::default().labels(selector)).await?;
+    for obj in list.items {
+        let meta = obj.meta();
+        let (Some(name), Some(machine)) = (
+            meta.name.clone(),
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(super::MACHINE_ID_LABEL))
+                .cloned(),
+        ) else {
+            continue;
+        };
+        if keep(kind, &machine) || meta.deletion_timestamp.is_some() {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => gone.push((kind, name, machine)),
+            Err(e) if is_code(&e, 404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 impl Tinkerbell {
     pub fn hardware_api(&self) -> Api<Hardware> {
         Api::namespaced(self.client.clone(), &self.namespace)
@@ -198,12 +271,13 @@ impl Tinkerbell {
 
     /// Creates or updates a machine's Hardware.
     pub async fn apply_hardware(&self, hw: &Hardware) -> Result<Applied> {
-        apply(&self.hardware_api(), hw, Hardware::KIND).await
+        apply(&self.hardware_api(), hw, Hardware::KIND, self.instance()).await
     }
 
     /// Creates or updates an OS's Template.
     pub async fn apply_template(&self, t: &Template) -> Result<Applied> {
-        apply(&self.template_api(), t, Template::KIND).await
+        // Templates are per OS and shared by every Dragonfly of the namespace: not stamped.
+        apply(&self.template_api(), t, Template::KIND, None).await
     }
 
     /// Creates the Workflow for a new install (an assignment or a reimage). An existing one
@@ -221,6 +295,7 @@ impl Tinkerbell {
 
     async fn create_workflow(&self, wf: &Workflow, keep: Keep) -> Result<Applied> {
         let api = self.workflow_api();
+        let wf = &stamped(wf, self.instance());
         let name = wf.name().to_string();
         let mut wait = Duration::from_millis(100);
         for _ in 0..10 {
@@ -237,6 +312,7 @@ impl Tinkerbell {
                         name,
                     });
                 }
+                check_owner(&existing.metadata, self.instance(), Workflow::KIND)?;
                 let state = Progress::of(existing.status.as_ref()).state;
                 let same = existing.spec.template_ref == wf.spec.template_ref
                     && existing.spec.hardware_ref == wf.spec.hardware_ref
@@ -246,6 +322,7 @@ impl Tinkerbell {
                         matches!(state, State::Unknown | State::Preparing | State::Pending)
                     }
                     Keep::Unfinished => !state.is_terminal(),
+                    Keep::Any => true,
                 };
                 if same && keepable && existing.metadata.deletion_timestamp.is_none() {
                     return Ok(Applied::Unchanged);
@@ -272,6 +349,33 @@ impl Tinkerbell {
             name,
             message: "the previous workflow of this machine is still being deleted".into(),
         })
+    }
+
+    /// Re-creates the machine's Workflow when it is missing or not this install's; keeps
+    /// an existing one in any state (reconciliation: a Workflow that finished while Dragonfly
+    /// was stopped is read by the follower, never started again).
+    pub async fn restore_workflow(&self, wf: &Workflow) -> Result<Applied> {
+        self.create_workflow(wf, Keep::Any).await
+    }
+
+    /// Deletes the Hardware and Workflows Dragonfly manages whose machine `keep` rejects
+    /// (machines deleted, or Workflows of machines with no install); returns each deleted
+    /// object as (kind, name, machine id).
+    pub async fn sweep(
+        &self,
+        keep: impl Fn(&'static str, &str) -> bool,
+    ) -> Result<Vec<(&'static str, String, String)>> {
+        let mut gone = Vec::new();
+        let mut selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+        if let Some(instance) = self.instance() {
+            // Only this Dragonfly's: another one's machines are unknown here, not deleted.
+            selector.push_str(&format!(",{INSTANCE_LABEL}={instance}"));
+        }
+        let hardware = self.hardware_api();
+        sweep_kind(&hardware, Hardware::KIND, &selector, &keep, &mut gone).await?;
+        let workflows = self.workflow_api();
+        sweep_kind(&workflows, Workflow::KIND, &selector, &keep, &mut gone).await?;
+        Ok(gone)
     }
 
     /// Deletes the machine's Workflows; returns how many went.
