@@ -9,6 +9,9 @@
 #                                         (state, logs, certificates in DIR), install the
 #                                         Tinkerbell CRDs; writes DIR/env and DIR/kubeconfig
 #   scripts/kube.sh crds DIR current|legacy   replace the Tinkerbell CRDs with that set
+#   scripts/kube.sh restart DIR [--compact]   stop kube-apiserver and start it again on the same
+#                                         port; --compact first moves etcd on and compacts it, so
+#                                         a watch resuming from before gets 410 Gone
 #   scripts/kube.sh stop DIR              stop both by their process ids
 #
 # DIR/env (shell syntax): KUBE_URL, KUBE_CA (the CA file), KUBE_ADMIN_TOKEN (a member of
@@ -181,24 +184,16 @@ start() {
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "default=http://127.0.0.1:$peer_port" > "$dir/etcd.log" 2>&1 &
   echo $! > "$dir/etcd.pid"
-  "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
+  printf '%s\n' "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" --insecure-port 0 \
     --tls-cert-file "$dir/server.crt" --tls-private-key-file "$dir/server.key" --client-ca-file "$dir/ca.crt" \
     --token-auth-file "$dir/tokens.csv" --authorization-mode Node,RBAC \
     --service-account-issuer https://kubernetes.default.svc --api-audiences https://kubernetes.default.svc \
     --service-account-key-file "$dir/sa.pub" --service-account-signing-key-file "$dir/sa.key" \
-    --service-cluster-ip-range 10.96.0.0/24 > "$dir/apiserver.log" 2>&1 &
-  echo $! > "$dir/apiserver.pid"
+    --service-cluster-ip-range 10.96.0.0/24 > "$dir/apiserver.args"
   printf 'KUBE_URL=https://127.0.0.1:%s\nKUBE_CA=%s\nKUBE_ADMIN_TOKEN=%s\nKUBE_ETCD=http://127.0.0.1:%s\n' \
     "$api_port" "$dir/ca.crt" "$token" "$etcd_port" > "$dir/env"
-  # shellcheck disable=SC1091
-  . "$dir/env"
-  for i in $(seq 240); do
-    [ "$(api GET /readyz -o /dev/null -w '%{http_code}' 2> /dev/null)" = 200 ] && break
-    kill -0 "$(cat "$dir/apiserver.pid")" 2> /dev/null || { tail -n 20 "$dir/apiserver.log" >&2; die "kube-apiserver exited"; }
-    sleep 0.25
-    [ "$i" = 240 ] && { tail -n 20 "$dir/apiserver.log" >&2; die "kube-apiserver not ready after 60 s"; }
-  done
+  run_apiserver
   printf 'apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: %s\n    certificate-authority: %s\nusers:\n- name: admin\n  user:\n    token: %s\ncontexts:\n- name: local\n  context: {cluster: local, user: admin}\ncurrent-context: local\n' \
     "$KUBE_URL" "$KUBE_CA" "$token" > "$dir/kubeconfig"
   install_crds "$dir" current
@@ -206,23 +201,63 @@ start() {
   echo "    $KUBE_URL (state: $dir; stop: scripts/kube.sh stop $dir)"
 }
 
-stop() {
-  local p pid
-  for p in apiserver etcd; do
-    [ -e "$dir/$p.pid" ] || continue
-    pid=$(cat "$dir/$p.pid")
-    if kill "$pid" 2> /dev/null; then
-      for _ in $(seq 50); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2> /dev/null || true
-    fi
-    rm -f "$dir/$p.pid"
+# Starts kube-apiserver with the arguments `start` saved, and waits until it is ready.
+run_apiserver() {
+  local args
+  mapfile -t args < "$dir/apiserver.args"
+  "${args[@]}" >> "$dir/apiserver.log" 2>&1 &
+  echo $! > "$dir/apiserver.pid"
+  # shellcheck disable=SC1091
+  . "$dir/env"
+  for i in $(seq 240); do
+    [ "$(api GET /readyz -o /dev/null -w '%{http_code}' 2> /dev/null)" = 200 ] && return
+    kill -0 "$(cat "$dir/apiserver.pid")" 2> /dev/null || { tail -n 20 "$dir/apiserver.log" >&2; die "kube-apiserver exited"; }
+    sleep 0.25
   done
+  tail -n 20 "$dir/apiserver.log" >&2
+  die "kube-apiserver not ready after 60 s"
+}
+
+stop_one() { # NAME: stops DIR/NAME.pid's process
+  local pid
+  [ -e "$dir/$1.pid" ] || return 0
+  pid=$(cat "$dir/$1.pid")
+  if kill "$pid" 2> /dev/null; then
+    for _ in $(seq 50); do kill -0 "$pid" 2> /dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2> /dev/null || true
+  fi
+  rm -f "$dir/$1.pid"
+}
+
+restart() {
+  # shellcheck disable=SC1091
+  . "$dir/env"
+  stop_one apiserver
+  if [ "${1:-}" = --compact ]; then
+    # Writes past every revision a client has seen, then compacts etcd at the newest one.
+    local rev=""
+    for i in 1 2 3; do
+      rev=$(curl -sS --max-time 10 -X POST "$KUBE_ETCD/v3/kv/put" \
+        -d "{\"key\": \"$(printf '/dragonfly-test/%s' "$i" | base64)\", \"value\": \"eA==\"}" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["header"]["revision"])')
+    done
+    curl -sS --max-time 30 -X POST "$KUBE_ETCD/v3/kv/compaction" -d "{\"revision\": \"$rev\", \"physical\": true}" > /dev/null
+    echo "==> etcd compacted at revision $rev"
+  fi
+  run_apiserver
+  echo "==> kube-apiserver restarted"
+}
+
+stop() {
+  stop_one apiserver
+  stop_one etcd
 }
 
 case "${1:-}" in
   build) build > /dev/null; echo "kube-apiserver and etcd: $(build)" ;;
   start) dir=${2:?start DIR}; start ;;
   stop) dir=${2:?stop DIR}; stop ;;
+  restart) dir=${2:?restart DIR [--compact]}; restart "${3:-}" ;;
   crds) dir=${2:?crds DIR current|legacy}; install_crds "$dir" "${3:?crds DIR current|legacy}" ;;
   -h | --help | "") awk 'NR > 1 && /^#/ { print substr($0, 3); next } NR > 1 { exit }' "$0" ;;
   *) die "unknown command $1 (see --help)" ;;

@@ -2,9 +2,11 @@
 //! SIGTERM; an admin API token minted offline. Shared by the CLI tests and the tests against
 //! a real Kubernetes API server.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use reqwest::StatusCode;
 
@@ -27,6 +29,8 @@ pub struct Running {
     /// What it printed before it was ready (the one-time admin password, for instance).
     #[allow(dead_code)] // read by the CLI tests, not by tests/kube.rs
     pub banner: Vec<String>,
+    /// Its log after it was ready (the last 5,000 lines).
+    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Running {
@@ -58,8 +62,30 @@ impl Running {
             banner.push(plain);
         };
         // Keep draining the log so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Running { child, url, banner }
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap();
+                if kept.len() == 5_000 {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+        });
+        Running {
+            child,
+            url,
+            banner,
+            log,
+        }
+    }
+
+    /// The log lines so far that contain `text`.
+    #[allow(dead_code)] // read by tests/kube.rs, not by the CLI tests
+    pub fn log_lines(&self, text: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(text)).cloned().collect()
     }
 
     pub fn stop(mut self) {

@@ -355,7 +355,7 @@ async fn start(dir: &Path, t: &Tenant, http: &reqwest::Client) -> Running {
             "--tink-reconcile-interval",
             "1s",
         ],
-        &[],
+        &[("RUST_LOG", "info,dragonfly::tinkerbell::follow=debug")],
     );
     let health = wait_healthy(http, &df.url).await;
     assert_eq!(health["installer"], "tinkerbell", "{health}");
@@ -823,4 +823,84 @@ async fn two_dragonflies_in_one_namespace_never_fight() {
     );
     a.stop();
     b.stop();
+}
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: scripts/kube.sh start DIR, then DRAGONFLY_KUBE_DIR=DIR"]
+async fn the_watch_resumes_after_a_restart_and_after_410_gone() {
+    let c = cluster().await;
+    c.crds("current");
+    let t = c.tenant("df-watch").await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = authed_client(dir.path());
+    let df = start(dir.path(), &t, &http).await;
+    let ids = [
+        register(&http, &df.url, 1).await,
+        register(&http, &df.url, 2).await,
+    ];
+    for id in &ids {
+        assign(&http, &df.url, id).await;
+    }
+    c.object(&t, "workflows", "Workflow", &name(1)).await;
+    c.object(&t, "workflows", "Workflow", &name(2)).await;
+    let restart = |compact: bool| {
+        let mut cmd = Command::new(dragonfly_workspace().join("scripts/kube.sh"));
+        cmd.args(["restart", c.dir.to_str().unwrap()]);
+        if compact {
+            cmd.arg("--compact");
+        }
+        assert!(cmd.status().unwrap().success(), "scripts/kube.sh restart");
+    };
+    // Backoff after a broken watch reaches 30 s: allow for it.
+    let long = Duration::from_secs(90);
+    let installing = |m: &Value| m["state"] == "installing" && m["progress"] == 33;
+
+    // The API server restarts: the watch resumes from where it was.
+    restart(false);
+    c.set_status(
+        &t,
+        &name(1),
+        current_status("RUNNING", &actions(["SUCCESS", "RUNNING", "PENDING"])),
+    )
+    .await;
+    wait_for(long, "machine 1 installing after the restart", || async {
+        let m = machine(&http, &df.url, &ids[0]).await;
+        installing(&m).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let expired_before = df.log_lines("too old resource version").len();
+    // etcd moves on and is compacted while the API server is down: resuming from the old
+    // version is 410 Gone, and the follower lists again. Updates made before it resumes are
+    // not lost.
+    restart(true);
+    c.set_status(
+        &t,
+        &name(2),
+        current_status("RUNNING", &actions(["SUCCESS", "RUNNING", "PENDING"])),
+    )
+    .await;
+    c.set_status(
+        &t,
+        &name(1),
+        current_status("SUCCESS", &actions(["SUCCESS", "SUCCESS", "SUCCESS"])),
+    )
+    .await;
+    wait_for(long, "both updates after 410", || async {
+        let m1 = machine(&http, &df.url, &ids[0]).await;
+        let m2 = machine(&http, &df.url, &ids[1]).await;
+        (m1["state"] == "installed" && installing(&m2)).then_some(())
+    })
+    .await
+    .unwrap();
+    // And it was the 410 path: the watch reported the expired version (410 Gone, reason
+    // Expired; logged at debug while the watch was already failing).
+    let expired = df.log_lines("too old resource version").len();
+    assert!(
+        expired > expired_before,
+        "no 410 after the compaction: {:?}",
+        df.log_lines("watch")
+    );
+    df.stop();
 }
