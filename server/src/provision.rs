@@ -27,7 +27,9 @@ use crate::tinkerbell::objects;
 use crate::tinkerbell::resources::{Hardware, Template, Workflow};
 use crate::tinkerbell::templates::OsFacts;
 use crate::tinkerbell::writer::Applied;
-use crate::tinkerbell::{self, BootSignal, FollowOptions, Phase, Tinkerbell, WorkflowUpdate};
+use crate::tinkerbell::{
+    self, BootSignal, FollowOptions, INSTALL_ANNOTATION, Phase, Tinkerbell, WorkflowUpdate,
+};
 pub use command::{check, render};
 pub use facts::{facts, os_facts};
 
@@ -171,14 +173,40 @@ impl Glue {
     }
 
     /// Reconciliation of an assigned or installing machine: its Hardware, Template and
-    /// Workflow exist with Dragonfly's content; an existing Workflow is kept in any state.
+    /// Workflow exist with Dragonfly's content; an existing Workflow of this install is kept
+    /// in any state. An installing machine whose Workflow is gone is not installed again (it
+    /// may have finished and been cleaned up, and the disk hold a working system): its install
+    /// fails, saying why.
     async fn restore_install(
         &self,
         id: &str,
+        state: State,
     ) -> Result<Vec<(&'static str, String, Applied)>, GlueError> {
         let Some((_, hw, template, wf)) = self.install_objects(id).await? else {
             return Ok(Vec::new());
         };
+        if state == State::Installing
+            && self
+                .tink
+                .workflow_api()
+                .get_opt(wf.name())
+                .await
+                .map_err(tinkerbell::Error::from)?
+                .is_none()
+        {
+            let message = format!(
+                "Tinkerbell Workflow {} was deleted while installing: not started again",
+                wf.name()
+            );
+            log_domain(
+                self.machines
+                    .finish_install(id, Actor::Tinkerbell, false, message)
+                    .await,
+                "failure",
+                id,
+            );
+            return Ok(Vec::new());
+        }
         Ok(vec![
             (
                 Hardware::KIND,
@@ -203,9 +231,14 @@ impl Glue {
         for (kind, name, applied) in repairs {
             let message = match applied {
                 Applied::Unchanged => continue,
-                Applied::Created => {
-                    format!("Tinkerbell {kind} {name} re-created: it was missing from the cluster")
-                }
+                Applied::Created => format!(
+                    "Tinkerbell {kind} {name} re-created: it was missing from the cluster{}",
+                    if kind == Workflow::KIND {
+                        " (or was an earlier install's)"
+                    } else {
+                        ""
+                    }
+                ),
                 Applied::Updated => {
                     format!("Tinkerbell {kind} {name} restored: it had been changed in the cluster")
                 }
@@ -241,7 +274,13 @@ impl Glue {
         let ns = self.tink.namespace();
         let hw = objects::hardware(&f, Some(&os), ns)?;
         let template = objects::template(&os, self.tink.settings(), ns)?;
-        let wf = objects::workflow(&f, &os, ns)?;
+        let mut wf = objects::workflow(&f, &os, ns)?;
+        if let Some(install) = self.machines.install_generation(id).await? {
+            wf.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(INSTALL_ANNOTATION.into(), install.to_string());
+        }
         Ok(Some((slug, hw, template, wf)))
     }
 
@@ -360,7 +399,9 @@ impl Glue {
             for m in &list.items {
                 known.insert(m.id.clone(), m.state);
                 let r = match m.state {
-                    State::Assigned | State::Installing => self.restore_install(&m.id).await,
+                    State::Assigned | State::Installing => {
+                        self.restore_install(&m.id, m.state).await
+                    }
                     _ => self.apply_hardware(&m.id).await.map(|r| vec![r]),
                 };
                 match r {
@@ -373,35 +414,61 @@ impl Glue {
             }
             page += 1;
         }
-        let keep = |kind: &'static str, id: &str| match known.get(id) {
-            None => false,
-            Some(state) => kind == Hardware::KIND || *state != State::Discovered,
+        self.sweep(&known).await;
+    }
+
+    /// Deletes this Dragonfly's Hardware and Workflows of machines that are gone, and its
+    /// Workflows of machines without an install. A machine the listing did not show (it may
+    /// have moved between pages) is looked up before anything of it is deleted.
+    async fn sweep(&self, known: &HashMap<String, State>) {
+        let owned = match self.tink.owned().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the Tinkerbell objects to sweep");
+                return;
+            }
         };
-        match self.tink.sweep(keep).await {
-            Ok(gone) => {
-                for (kind, name, id) in gone {
-                    if known.contains_key(&id) {
-                        let message =
-                            format!("Tinkerbell {kind} {name} deleted: the machine has no install");
-                        tracing::info!(machine = %id, "{message}");
-                        log_domain(
-                            self.machines
-                                .note(
-                                    &id,
-                                    MachineEvent::ClusterRepaired,
-                                    Actor::Tinkerbell,
-                                    message,
-                                )
-                                .await,
-                            "repair",
-                            &id,
-                        );
-                    } else {
-                        tracing::info!(machine = %id, "Tinkerbell {kind} {name} deleted: its machine is gone");
+        for (kind, name, id) in owned {
+            let state = match known.get(&id) {
+                Some(s) => Some(*s),
+                None => match self.machines.get(&id).await {
+                    Ok(d) => Some(d.machine.state),
+                    Err(DomainError::NotFound(_)) => None,
+                    Err(e) => {
+                        tracing::warn!(machine = %id, error = %e, "sweep: cannot look the machine up");
+                        continue;
                     }
+                },
+            };
+            let why = match state {
+                None => "its machine is gone",
+                Some(State::Discovered) if kind == Workflow::KIND => "the machine has no install",
+                Some(_) => continue,
+            };
+            match self.tink.delete_owned(kind, &name).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(machine = %id, error = %e, "cannot delete Tinkerbell {kind} {name}");
+                    continue;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot sweep the Tinkerbell objects"),
+            let message = format!("Tinkerbell {kind} {name} deleted: {why}");
+            tracing::info!(machine = %id, "{message}");
+            if state.is_some() {
+                log_domain(
+                    self.machines
+                        .note(
+                            &id,
+                            MachineEvent::ClusterRepaired,
+                            Actor::Tinkerbell,
+                            message,
+                        )
+                        .await,
+                    "repair",
+                    &id,
+                );
+            }
         }
     }
 
@@ -432,6 +499,7 @@ impl Glue {
                         "Tinkerbell glue fell behind the event hub; reconciling"
                     );
                     self.reconcile().await;
+                    every.reset();
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -455,6 +523,15 @@ impl Glue {
             tracing::debug!(workflow = %u.workflow, "workflow of no known machine");
             return;
         };
+        // A finished Workflow of an earlier install of this machine says nothing of this one.
+        if let (Some(w), Ok(Some(current))) =
+            (u.install, self.machines.install_generation(&m.id).await)
+        {
+            if w != current {
+                tracing::debug!(workflow = %u.workflow, machine = %m.id, "workflow of an earlier install; ignored");
+                return;
+            }
+        }
         if u.os.is_some() && u.os != m.os {
             tracing::debug!(
                 workflow = %u.workflow,

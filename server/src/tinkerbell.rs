@@ -35,6 +35,9 @@ pub const MACHINE_ID_LABEL: &str = "dragonfly/machine-id";
 pub const INSTANCE_LABEL: &str = "dragonfly/instance";
 /// Annotation naming the catalogue OS a Template or Workflow installs.
 pub const OS_ANNOTATION: &str = "dragonfly/os";
+/// Which install of its machine a Workflow is (see `Machines::install_generation`): a
+/// finished Workflow of an earlier install is never taken for the current one.
+pub const INSTALL_ANNOTATION: &str = "dragonfly/install";
 
 /// Errors of the Tinkerbell backend. They carry no HTTP meaning.
 #[derive(Debug, thiserror::Error)]

@@ -904,3 +904,77 @@ async fn the_watch_resumes_after_a_restart_and_after_410_gone() {
     );
     df.stop();
 }
+
+#[tokio::test]
+#[ignore = "needs a real kube-apiserver: scripts/kube.sh start DIR, then DRAGONFLY_KUBE_DIR=DIR"]
+async fn a_finished_workflow_of_an_earlier_install_is_never_taken_for_the_current_one() {
+    let c = cluster().await;
+    c.crds("current");
+    let t = c.tenant("df-reimage").await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = authed_client(dir.path());
+    let df = start(dir.path(), &t, &http).await;
+    let id = register(&http, &df.url, 1).await;
+    assign(&http, &df.url, &id).await;
+    c.object(&t, "workflows", "Workflow", &name(1)).await;
+    let done = current_status("SUCCESS", &actions(["SUCCESS", "SUCCESS", "SUCCESS"]));
+    c.set_status(&t, &name(1), done.clone()).await;
+    wait_machine(&http, &df.url, &id, "installed", |m| {
+        m["state"] == "installed"
+    })
+    .await;
+    let old = c.object(&t, "workflows", "Workflow", &name(1)).await;
+    // The same OS again: a new install, a new Workflow.
+    let r = http
+        .post(format!("{}/api/v1/machines/{id}/reimage", df.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let wf = c.api(&t, "workflows", "Workflow");
+    wait_for(WAIT, "the reimage's Workflow", || async {
+        wf.get_opt(&name(1)).await.unwrap().filter(|w| {
+            serde_json::to_value(w).unwrap()["metadata"]["uid"] != old["metadata"]["uid"]
+        })
+    })
+    .await
+    .unwrap();
+    df.stop();
+
+    // While it is stopped, the earlier install's finished Workflow comes back in its place
+    // (as if the reimage had never reached the cluster).
+    wf.delete(&name(1), &Default::default()).await.unwrap();
+    let mut stale = old.clone();
+    stale["metadata"] = json!({
+        "name": name(1),
+        "labels": old["metadata"]["labels"].clone(),
+        "annotations": old["metadata"]["annotations"].clone(),
+    });
+    stale.as_object_mut().unwrap().remove("status");
+    let stale: DynamicObject = serde_json::from_value(stale).unwrap();
+    let created = wait_for(WAIT, "the stale copy created", || async {
+        wf.create(&PostParams::default(), &stale).await.ok()
+    })
+    .await
+    .unwrap();
+    c.set_status(&t, &name(1), done).await;
+
+    let df = start(dir.path(), &t, &http).await;
+    // Reconciliation replaces it with this install's ...
+    wait_for(WAIT, "the stale Workflow replaced", || async {
+        wf.get_opt(&name(1))
+            .await
+            .unwrap()
+            .filter(|w| w.metadata.uid != created.metadata.uid)
+    })
+    .await
+    .unwrap();
+    // ... and its SUCCESS never made the machine installed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = machine(&http, &df.url, &id).await;
+    assert_eq!(m["state"], "assigned", "{m}");
+    let r = repairs(&http, &df.url, &id).await;
+    assert!(r.iter().any(|m| m.contains("earlier install")), "{r:?}");
+    df.stop();
+}

@@ -172,6 +172,16 @@ impl Machines {
         })
     }
 
+    /// Which install of the machine is the current one: the id of its latest assignment or
+    /// reimage event (`None` before any).
+    pub async fn install_generation(&self, id: &str) -> Result<Option<i64>> {
+        let id = id.to_string();
+        Ok(self
+            .db
+            .read(move |c| crate::store::events::last_install(c, &id))
+            .await?)
+    }
+
     /// This database's identity in shared places (the `dragonfly/instance` label of the
     /// Tinkerbell objects it owns): made once, kept in the server settings.
     pub async fn instance_id(&self) -> Result<String> {

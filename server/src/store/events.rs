@@ -29,6 +29,20 @@ pub struct NewEvent {
     pub message: String,
 }
 
+/// The id of the machine's latest assignment or reimage: which install is the current one.
+pub fn last_install(conn: &Connection, machine: &str) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT max(id) FROM events WHERE machine_id = ?1 AND kind IN (?2, ?3)")?
+        .query_row(
+            params![
+                machine,
+                MachineEvent::OsAssigned.as_str(),
+                MachineEvent::Reimaged.as_str()
+            ],
+            |r| r.get(0),
+        )?)
+}
+
 pub fn append(conn: &Connection, e: &NewEvent) -> Result<EventRow, StoreError> {
     conn.prepare_cached(
         "INSERT INTO events (at, machine_id, kind, actor, from_state, to_state, message)

@@ -20,7 +20,7 @@ use super::objects::managed_selector;
 pub use super::progress::Phase;
 use super::progress::{Progress, assess};
 use super::resources::Workflow;
-use super::{MACHINE_ID_LABEL, OS_ANNOTATION};
+use super::{INSTALL_ANNOTATION, MACHINE_ID_LABEL, OS_ANNOTATION};
 use crate::clock::Clock;
 
 /// The machine was seen booting (its boot script was requested) at `at_ms`.
@@ -41,6 +41,8 @@ pub struct WorkflowUpdate {
     pub mac: Option<String>,
     /// The catalogue OS the workflow installs (its `dragonfly/os` annotation).
     pub os: Option<String>,
+    /// Which install of the machine (its `dragonfly/install` annotation).
+    pub install: Option<i64>,
     /// Never [`Phase::Pending`].
     pub phase: Phase,
 }
@@ -50,6 +52,7 @@ struct Tracked {
     machine_id: Option<String>,
     mac: Option<String>,
     os: Option<String>,
+    install: Option<i64>,
     progress: Progress,
     /// When this follower first saw the last action running (its clock).
     final_since: Option<i64>,
@@ -89,6 +92,7 @@ impl Follower {
             machine_id: t.machine_id.clone(),
             mac: t.mac.clone(),
             os: t.os.clone(),
+            install: t.install,
             phase,
         })
     }
@@ -107,6 +111,7 @@ impl Follower {
             machine_id: None,
             mac: None,
             os: None,
+            install: None,
             progress: progress.clone(),
             final_since: None,
             emitted: None,
@@ -128,6 +133,12 @@ impl Follower {
             .as_ref()
             .and_then(|a| a.get(OS_ANNOTATION))
             .cloned();
+        t.install = wf
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(INSTALL_ANNOTATION))
+            .and_then(|v| v.parse().ok());
         t.progress = progress;
         t.final_since = match (final_running, t.final_since) {
             (true, Some(since)) => Some(since),

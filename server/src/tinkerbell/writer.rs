@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::objects::machine_selector;
 use super::progress::{Progress, State};
 use super::resources::{Hardware, Template, Workflow};
-use super::{Error, INSTANCE_LABEL, MANAGED_BY, Result, Tinkerbell};
+use super::{Error, INSTALL_ANNOTATION, INSTANCE_LABEL, MANAGED_BY, Result, Tinkerbell};
 
 const FIELD_MANAGER: &str = "dragonfly";
 
@@ -222,35 +222,30 @@ where
     Ok(deleted)
 }
 
-async fn sweep_kind<K>(
+async fn owned_of<K>(
     api: &Api<K>,
     kind: &'static str,
     selector: &str,
-    keep: &impl Fn(&'static str, &str) -> bool,
-    gone: &mut Vec<(&'static str, String, String)>,
+    out: &mut Vec<(&'static str, String, String)>,
 ) -> Result<()>
 where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    let list = api.list(&ListParams::default().labels(selector)).await?;
-    for obj in list.items {
+    for obj in api
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items
+    {
         let meta = obj.meta();
-        let (Some(name), Some(machine)) = (
-            meta.name.clone(),
-            meta.labels
-                .as_ref()
-                .and_then(|l| l.get(super::MACHINE_ID_LABEL))
-                .cloned(),
-        ) else {
-            continue;
-        };
-        if keep(kind, &machine) || meta.deletion_timestamp.is_some() {
+        if meta.deletion_timestamp.is_some() {
             continue;
         }
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => gone.push((kind, name, machine)),
-            Err(e) if is_code(&e, 404) => {}
-            Err(e) => return Err(e.into()),
+        let machine = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(super::MACHINE_ID_LABEL));
+        if let (Some(name), Some(machine)) = (meta.name.clone(), machine) {
+            out.push((kind, name, machine.clone()));
         }
     }
     Ok(())
@@ -314,9 +309,18 @@ impl Tinkerbell {
                 }
                 check_owner(&existing.metadata, self.instance(), Workflow::KIND)?;
                 let state = Progress::of(existing.status.as_ref()).state;
+                let install = |w: &Workflow| {
+                    w.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(INSTALL_ANNOTATION))
+                        .cloned()
+                };
+                // The same install: a finished Workflow of an earlier one is replaced.
                 let same = existing.spec.template_ref == wf.spec.template_ref
                     && existing.spec.hardware_ref == wf.spec.hardware_ref
-                    && existing.spec.hardware_map == wf.spec.hardware_map;
+                    && existing.spec.hardware_map == wf.spec.hardware_map
+                    && (install(wf).is_none() || install(&existing) == install(wf));
                 let keepable = match keep {
                     Keep::NotStarted => {
                         matches!(state, State::Unknown | State::Preparing | State::Pending)
@@ -358,24 +362,40 @@ impl Tinkerbell {
         self.create_workflow(wf, Keep::Any).await
     }
 
-    /// Deletes the Hardware and Workflows Dragonfly manages whose machine `keep` rejects
-    /// (machines deleted, or Workflows of machines with no install); returns each deleted
-    /// object as (kind, name, machine id).
-    pub async fn sweep(
-        &self,
-        keep: impl Fn(&'static str, &str) -> bool,
-    ) -> Result<Vec<(&'static str, String, String)>> {
-        let mut gone = Vec::new();
-        let mut selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-        if let Some(instance) = self.instance() {
-            // Only this Dragonfly's: another one's machines are unknown here, not deleted.
-            selector.push_str(&format!(",{INSTANCE_LABEL}={instance}"));
+    /// This Dragonfly's Hardware and Workflows, as (kind, name, machine id); none while its
+    /// instance id is unknown (another Dragonfly's objects must never look like its own).
+    pub async fn owned(&self) -> Result<Vec<(&'static str, String, String)>> {
+        let Some(instance) = self.instance() else {
+            return Ok(Vec::new());
+        };
+        let selector = format!(
+            "{}={},{INSTANCE_LABEL}={instance}",
+            MANAGED_BY.0, MANAGED_BY.1
+        );
+        let mut out = Vec::new();
+        owned_of(&self.hardware_api(), Hardware::KIND, &selector, &mut out).await?;
+        owned_of(&self.workflow_api(), Workflow::KIND, &selector, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Deletes one object [`Tinkerbell::owned`] listed; false when it was already gone.
+    pub async fn delete_owned(&self, kind: &'static str, name: &str) -> Result<bool> {
+        let r = if kind == Hardware::KIND {
+            self.hardware_api()
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(|_| ())
+        } else {
+            self.workflow_api()
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(|_| ())
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if is_code(&e, 404) => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        let hardware = self.hardware_api();
-        sweep_kind(&hardware, Hardware::KIND, &selector, &keep, &mut gone).await?;
-        let workflows = self.workflow_api();
-        sweep_kind(&workflows, Workflow::KIND, &selector, &keep, &mut gone).await?;
-        Ok(gone)
     }
 
     /// Deletes the machine's Workflows; returns how many went.
