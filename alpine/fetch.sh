@@ -86,7 +86,7 @@ take_mirror() {
     awk '$1 == "mirror" { print "package=" $3 " " $4 }' "$lock"; } > "$out.source"
 }
 if [ -n "$dir" ] && [ -f "$dir/v$release/main/x86_64/APKINDEX.tar.gz" ]; then
-  mirror=file://$(realpath "$dir")
+  mirror=$(python3 -c 'import pathlib, sys; print(pathlib.Path(sys.argv[1]).resolve().as_uri())' "$dir")
   take_mirror "$mirror" "Alpine mirror copy in $dir$keys_note" || exit 1
   exit 0
 fi
@@ -94,6 +94,7 @@ if [ -n "$mirror" ]; then
   rc=0
   take_mirror "$mirror" "Alpine mirror $mirror$keys_note" || rc=$?
   [ "$rc" = 3 ] && die "--alpine-mirror $mirror: cannot be reached"
+  [ "$rc" = 4 ] && die "--alpine-mirror $mirror: it no longer has the versions alpine/lock pins"
   exit "$rc"
 fi
 if [ -z "$dir" ] && [ "$offline" = 0 ]; then
@@ -101,8 +102,12 @@ if [ -z "$dir" ] && [ "$offline" = 0 ]; then
   rc=0
   take_mirror "$mirror" "Alpine mirror $mirror$keys_note" || rc=$?
   [ "$rc" = 0 ] && exit 0
-  [ "$rc" = 3 ] || exit "$rc"
-  echo "warning: the Alpine mirror $mirror cannot be reached: taking the offline source" \
+  case "$rc" in
+    3) why="cannot be reached" ;;
+    4) why="no longer has the versions alpine/lock pins (bump them)" ;;
+    *) exit "$rc" ;;
+  esac
+  echo "warning: the Alpine mirror $mirror $why: taking the offline source" \
     "(Alpine's virt kernel: virtual machines only; --alpine-mirror URL or --alpine-dir DIR for real hardware)" >&2
   rm -rf "$out"
 fi

@@ -21,14 +21,17 @@ NAME-VERSION.apk next to it. The checks, in order (any failure stops, naming wha
    path, no `..`, no device, no hard link.
 
 Downloads are bounded in time (30 s without progress) and size (the index's size for a
-package, 64 MiB for an index). A mirror that cannot be reached exits 3 (the caller may fall
-back to another source); any failed check exits 1 (never fall back past a bad mirror).
+package, 64 MiB for an index, 1 GiB unpacked per stream, 64 KiB for a signature stream).
+Exit status: 3 when the mirror cannot be reached, 4 when it no longer has the versions the
+lock pins (Alpine keeps only the newest build of each package: bump the lock), 1 for any
+failed check (never fall back past a bad mirror).
 Standard library and the openssl command only.
 """
 
 import argparse
 import base64
 import hashlib
+import http.client
 import io
 import os
 import subprocess
@@ -41,6 +44,8 @@ import zlib
 
 INDEX_MAX = 64 << 20
 UNPACKED_MAX = 1 << 30
+# The first stream of an index or package holds only signatures.
+SIGNATURE_MAX = 64 << 10
 TIMEOUT = 30
 
 
@@ -52,23 +57,33 @@ class Refused(Exception):
     pass
 
 
+class Outdated(Exception):
+    """The mirror has moved past the lock's versions."""
+
+
 def fail(msg):
     raise Refused(msg)
 
 
-def download(url, limit):
-    """The body at url, at most limit bytes; Unreachable when it cannot be had."""
+def download(url, limit, missing=None):
+    """The body at url, at most limit bytes; Unreachable when it cannot be had (a dropped
+    connection included), `missing` (or a refusal) on 404."""
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as r:
+            length = r.headers.get("Content-Length")
             data = r.read(limit + 1)
     except urllib.error.HTTPError as e:
         if e.code == 404:
+            if missing is not None:
+                raise missing from e
             fail(f"{url}: not on the mirror (404)")
         raise Unreachable(f"{url}: HTTP {e.code}") from e
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise Unreachable(f"{url}: {getattr(e, 'reason', e)}") from e
     if len(data) > limit:
         fail(f"{url}: larger than {limit} bytes")
+    if length is not None and length.isdigit() and int(length) != len(data):
+        raise Unreachable(f"{url}: {len(data)} of {length} bytes arrived")
     return data
 
 
@@ -78,14 +93,16 @@ def gzip_streams(data, what):
     while pos < len(data):
         d, total, at = zlib.decompressobj(31), 0, pos
         try:
+            # At most 1 MiB of output per call: a bomb never sits in memory whole.
+            limit = SIGNATURE_MAX if not streams else UNPACKED_MAX
             while not d.eof and at < len(data):
-                chunk = data[at:at + (1 << 20)]
+                chunk = data[at:at + (1 << 16)]
                 at += len(chunk)
-                total += len(d.decompress(chunk))
-                while d.unconsumed_tail and total <= UNPACKED_MAX:
-                    total += len(d.decompress(d.unconsumed_tail))
-                if total > UNPACKED_MAX:
-                    fail(f"{what}: gzip stream {len(streams) + 1} unpacks to more than {UNPACKED_MAX} bytes")
+                total += len(d.decompress(chunk, 1 << 20))
+                while d.unconsumed_tail and total <= limit:
+                    total += len(d.decompress(d.unconsumed_tail, 1 << 20))
+                if total > limit:
+                    fail(f"{what}: gzip stream {len(streams) + 1} unpacks to more than {limit} bytes")
         except zlib.error as e:
             fail(f"{what}: gzip stream {len(streams) + 1} is corrupt ({e})")
         if not d.eof:
@@ -108,13 +125,17 @@ def tar_members(stream, what):
 
 
 def check_signature(sig_stream, signed, keys, what):
-    """The name of the pinned key whose signature over signed is in sig_stream."""
+    """The name of the pinned key whose signature over signed is in sig_stream. As apk does,
+    signatures by keys not pinned are skipped and the first by a pinned key decides."""
+    others = []
     for m, body in tar_members(sig_stream, what):
-        for prefix, digest in ((".SIGN.RSA256.", "-sha256"), (".SIGN.RSA.", "-sha1")):
+        for prefix, digest in ((".SIGN.RSA512.", "-sha512"), (".SIGN.RSA256.", "-sha256"),
+                               (".SIGN.RSA.", "-sha1")):
             if m.name.startswith(prefix) and body is not None:
                 key = m.name[len(prefix):]
                 if "/" in key or key not in keys:
-                    fail(f"{what}: signed by {key}, not one of the pinned keys")
+                    others.append(key)
+                    break
                 with tempfile.TemporaryDirectory() as tmp:
                     sig, dat = os.path.join(tmp, "sig"), os.path.join(tmp, "data")
                     open(sig, "wb").write(body)
@@ -122,8 +143,11 @@ def check_signature(sig_stream, signed, keys, what):
                     r = subprocess.run(["openssl", "dgst", digest, "-verify", keys[key], "-signature", sig, dat],
                                        capture_output=True)
                 if r.returncode != 0:
-                    fail(f"{what}: the signature by {key} does not verify")
+                    said = (r.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
+                    fail(f"{what}: the signature by {key} does not verify ({said})")
                 return key
+    if others:
+        fail(f"{what}: signed by {', '.join(others)}, not one of the pinned keys")
     fail(f"{what}: not signed (no .SIGN.RSA entry in its first stream)")
 
 
@@ -138,7 +162,7 @@ def read_index(data, keys, what):
     for _, body in [x for s, e in streams[1:] for x in tar_members(data[s:e], what) if x[0].name == "APKINDEX"]:
         for record in body.decode("utf-8", "replace").split("\n\n"):
             fields = dict(line.split(":", 1) for line in record.splitlines() if ":" in line)
-            if "P" in fields:
+            if "P" in fields and fields.get("A", "x86_64") in ("x86_64", "noarch"):
                 entries[fields["P"]] = fields
     if not entries:
         fail(f"{what}: no APKINDEX in it")
@@ -185,9 +209,13 @@ def unpack_apk(data, name, version, identity, keys, out, what):
             for line in body.decode("utf-8", "replace").splitlines():
                 if " = " in line and not line.startswith("#"):
                     k, v = line.split(" = ", 1)
+                    if k in ("pkgname", "pkgver", "arch", "datahash") and k in info:
+                        fail(f"{what}: .PKGINFO gives {k} twice")
                     info.setdefault(k, v)
     if (info.get("pkgname"), info.get("pkgver")) != (name, version):
         fail(f"{what}: .PKGINFO names {info.get('pkgname')} {info.get('pkgver')}")
+    if info.get("arch", "x86_64") not in ("x86_64", "noarch"):
+        fail(f"{what}: built for {info.get('arch')}, not x86_64")
     got = hashlib.sha256(data[s2:e2]).hexdigest()
     if got != info.get("datahash"):
         fail(f"{what}: data stream SHA-256 {got}, its .PKGINFO says {info.get('datahash')}")
@@ -255,7 +283,7 @@ def main():
             if e is None:
                 fail(f"{name}: not in the {repo} index")
             if e.get("V") != version:
-                fail(f"{name}: the {repo} index has {e.get('V')}, the lock pins {version}")
+                raise Outdated(f"{name}: the {repo} index has {e.get('V')}, the lock pins {version}")
             identity = e.get("C", "")
             if pin != "-" and identity != pin and not a.update_lock:
                 fail(f"{name} {version}: the signed index says {identity}, the lock records {pin}")
@@ -273,7 +301,7 @@ def main():
                 size = int(e.get("S", "0"))
                 if size <= 0:
                     fail(f"{name}: the index gives no size")
-                data = download(url, size)
+                data = download(url, size, Outdated(f"{url}: no longer on the mirror (404)"))
                 files = unpack_apk(data, name, version, identity, keys, a.out, url)
             with open(cached + ".tmp", "wb") as f:
                 f.write(data)
@@ -283,6 +311,10 @@ def main():
     except Unreachable as e:
         print(f"unreachable: {e}", file=sys.stderr)
         sys.exit(3)
+    except Outdated as e:
+        print(f"error: {e}: the mirror has moved past alpine/lock; bump the versions there, then"
+              " run alpine/fetch.sh --alpine-mirror URL --update-lock OUT", file=sys.stderr)
+        sys.exit(4)
     if a.update_lock:
         with open(a.lock, encoding="utf-8") as f:
             lines = f.read().splitlines()

@@ -109,10 +109,23 @@ index-edited does not verify
 apk-data data stream SHA-256
 apk-control the signed index says
 apk-traversal unsafe path '../escape'
+apk-symlink symlink lib/evil -> /etc leaves its place
+apk-sigbomb unpacks to more than 65536 bytes
 apk-oversize larger than
 apk-badfile SHA-1 differs from the package's record
 EOF
 [ ! -e "$work/mirror/escape" ] && [ ! -e "$work/escape" ] || bad "apk-traversal: a file was written outside"
+
+# A signature by a key nobody pinned, before the pinned one: skipped, as apk does.
+make_mirror index-two-signatures index-two-signatures
+take index-two-signatures && ok "an index also signed by an unknown key: taken" \
+  || bad "an index also signed by an unknown key: $(tail -n 2 "$work/take.log")"
+
+# The mirror moved past the lock (Alpine keeps only the newest build): named as such, and the
+# default mirror then falls back.
+rm -rf "$work/mirror/moved" && cp -a "$work/mirror/good" "$work/mirror/moved"
+rm "$work/mirror/moved/v3.23/main/x86_64/musl-1.2.5-r23.apk"
+expect_refusal moved "no longer has the versions alpine/lock pins"
 
 # A copy of the mirror in a local directory (air-gapped sites).
 rm -rf "$work/out"

@@ -12,8 +12,11 @@ genuine Alpine signature is made or checked here). --spoil breaks one thing for 
 index-unsigned, index-other-key (signed by OTHER under another name), index-forged (signed by
 OTHER under KEY's name), index-edited (changed after signing), apk-data (a file added after the
 datahash was taken), apk-control (an .apk whose control stream is not the one indexed),
-apk-traversal (a correctly signed package writing ../escape), apk-oversize (larger than the
-index says), apk-badfile (a file whose bytes differ from its SHA-1 record).
+apk-traversal (a correctly signed package writing ../escape), apk-symlink (a correctly
+signed package with a symlink to /etc), apk-sigbomb (4 MiB of zeros in the signature stream),
+apk-oversize (larger than the index says), apk-badfile (a file whose bytes differ from its
+SHA-1 record); index-two-signatures is not a spoil: a signature by an unknown key before the
+pinned one, which apk accepts.
 """
 
 import argparse
@@ -50,14 +53,19 @@ def info(name, kind=tarfile.REGTYPE, size=0, mode=0o644, link=""):
     return i
 
 
-def sign(data, key, name, rsa="RSA"):
+def signature(data, key):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "d")
         open(path, "wb").write(data)
-        sig = subprocess.run(["openssl", "dgst", "-sha1", "-sign", key, path], check=True,
-                             capture_output=True).stdout
-    body = sig
-    return gz(tar([(info(f".SIGN.{rsa}.{name}", size=len(body)), body)], cut=True))
+        return subprocess.run(["openssl", "dgst", "-sha1", "-sign", key, path], check=True,
+                              capture_output=True).stdout
+
+
+def sign(data, key, name, extra=()):
+    """The signature stream: `extra` entries (TarInfo, bytes) first, then KEY's signature."""
+    body = signature(data, key)
+    entries = list(extra) + [(info(f".SIGN.RSA.{name}", size=len(body)), body)]
+    return gz(tar(entries, cut=True))
 
 
 def package_files(db, root, package):
@@ -97,6 +105,8 @@ def data_stream(root, files, spoil):
         if spoil == "apk-badfile" and rel == files[-1]:
             body = b"X" + body[1:]
         entries.append((i, body))
+    if spoil == "apk-symlink":
+        entries.append((info("lib/evil", tarfile.SYMTYPE, link="/etc"), None))
     if spoil == "apk-traversal":
         body = b"escaped\n"
         i = info("../escape", size=len(body))
@@ -137,7 +147,11 @@ def main():
         if a.spoil == "apk-control":
             other = pkginfo + "pkgdesc = changed after indexing\n"
             control = gz(tar([(info(".PKGINFO", size=len(other)), other.encode())], cut=True))
-        apk = sign(control, a.key, a.key_name) + control + data
+        extra = ()
+        if a.spoil == "apk-sigbomb":
+            zeros = bytes(4 << 20)
+            extra = [(info("padding", size=len(zeros)), zeros)]
+        apk = sign(control, a.key, a.key_name, extra) + control + data
         size = len(apk) - 1 if a.spoil == "apk-oversize" else len(apk)
         open(os.path.join(d, f"{name}-{version}.apk"), "wb").write(apk)
         repos.setdefault(repo, []).append(f"C:{identity}\nP:{name}\nV:{version}\nA:x86_64\nS:{size}\n")
@@ -150,6 +164,10 @@ def main():
             index = sign(body, a.other_key, "someone-else.rsa.pub") + body
         elif a.spoil == "index-forged":
             index = sign(body, a.other_key, a.key_name) + body
+        elif a.spoil == "index-two-signatures":
+            other = signature(body, a.other_key)
+            index = sign(body, a.key, a.key_name,
+                         [(info(".SIGN.RSA.someone-else.rsa.pub", size=len(other)), other)]) + body
         elif a.spoil == "index-edited":
             edited = text.replace(b"S:", b"S:9")
             index = sign(body, a.key, a.key_name) + gz(tar([(info("APKINDEX", size=len(edited)), edited)]))
