@@ -16,17 +16,24 @@
 # chassis serials, UUID), a virtio-net NIC whose DHCP boot file is the server's boot.ipxe and
 # a virtio-blk disk with serial DFDISK-NNNN. Serial consoles go to lab/vmN.serial.log, the
 # server's log to lab/server.log. Once a machine registers, the lab assigns it --assign OS
-# (default debian-12; --no-assign stops at registration), so the agent chainloads the
-# installer: BIOS by kexec into ipxe.lkrn, UEFI by rebooting.
+# (--no-assign stops at registration). With its own server (the native installer, no
+# cluster) the default is the Debian 12 image scripts/os-image.sh builds (run it once, as
+# root; without it the lab stops at registration and says so), served by that server: the
+# agent writes it to the VM's disk, the VM boots it and cloud-init reports back. With a
+# Tinkerbell server the agent chainloads HookOS instead: BIOS by kexec into ipxe.lkrn, UEFI by
+# rebooting.
 #
 # Milestones, in seconds from each VM's start:
 #   netboot    the server sent the VM's first iPXE its netboot script (server log)
 #   init       the image's /init started (serial log)
 #   registered the machine is in the API
-#   chainload  the agent ran kexec (BIOS) or rebooted (UEFI) (serial log)
-#   hookos     the server served hookos.ipxe: the machine is `installing` (API)
-# Exit status 0 when every VM reached the last milestone (hookos, or registered with
-# --no-assign) within --timeout seconds. QEMU and the server are stopped on exit.
+#   native install: installing (the agent started), written (image on disk, verified),
+#                  installed (the installed system phoned home) (API)
+#   Tinkerbell:     chainload (the agent ran kexec or rebooted; serial log), hookos (the
+#                  server served hookos.ipxe: the machine is `installing`; API)
+# Exit status 0 when every VM reached the last milestone (installed or hookos, or registered
+# with --no-assign) within --timeout seconds (default 120; 900 for a native install). QEMU
+# and the server are stopped on exit.
 #
 # Options: --count N, --firmware bios|uefi, --server URL, --token T, --port P, --assign OS,
 #          --no-assign, --timeout S (120), --memory MB (512), --accel tcg|kvm (probed),
@@ -34,8 +41,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-count=1 firmware=bios server="" token=${DRAGONFLY_TOKEN:-} port="" assign=debian-12
-timeout=120 memory=512 accel="" build=1 keep=0 boot_dir=out/netboot
+count=1 firmware=bios server="" token=${DRAGONFLY_TOKEN:-} port="" assign=default
+timeout="" memory=512 accel="" build=1 keep=0 boot_dir=out/netboot
 while [ $# -gt 0 ]; do
   case "$1" in
     --count) count=${2:?}; shift ;;
@@ -116,6 +123,24 @@ else
   fi
   [ -n "$port" ] || { echo "error: no free TCP port found" >&2; exit 1; }
   rm -f "$lab"/dragonfly.db*
+  # The native installer (no cluster here): the lab's own OS image, served from a boot
+  # directory of links (the artefact and images/).
+  os_image=""
+  if [ "$assign" = default ]; then
+    os_dir=$(cat out/os-image.path 2> /dev/null || true)
+    [ -f "$os_dir/debian-12.raw.zst" ] \
+      || os_dir=$(dirname "$(ls -t "${DRAGONFLY_CACHE_DIR:-$HOME/.cache/dragonfly}"/os-image/*/debian-12.raw.zst 2> /dev/null | head -n 1)")
+    if [ -f "$os_dir/debian-12.raw.zst" ]; then
+      os_image=$os_dir/debian-12.raw.zst
+      rm -rf "$lab/boot" && mkdir -p "$lab/boot/images"
+      for f in "$(realpath "$boot_dir")"/*; do ln -s "$f" "$lab/boot/"; done
+      ln -s "$os_image" "$lab/boot/images/lab-debian-12.raw.zst"
+      boot_dir=$lab/boot
+    else
+      say "note: no OS image for the lab's native install (scripts/os-image.sh builds one, as root, once): stopping at registration"
+      assign=""
+    fi
+  fi
   token=$("$bin" admin create-token --db "$lab/dragonfly.db" --name lab 2> "$lab/token.log") \
     || { cat "$lab/token.log" >&2; exit 1; }
   api=http://127.0.0.1:$port
@@ -133,9 +158,25 @@ else
   say "==> server $api (guests: $guest_base), log $server_log"
 fi
 
+# ---- what an assignment does: the native install or a Tinkerbell chainload --------------------
+installer=$(curl -fsS "$api/healthz" 2> /dev/null | sed -n 's/.*"installer":"\([a-z]*\)".*/\1/p')
+if [ -n "${os_image:-}" ]; then
+  curl -fsS -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d "{\"slug\":\"lab-debian-12\",\"name\":\"Debian 12 (the lab's image)\",\"family\":\"debian\",\"version\":\"12\",
+         \"image_url\":\"/images/lab-debian-12.raw.zst\",\"format\":\"raw.zst\",
+         \"sha256\":\"$(cut -d' ' -f1 "$os_image.sha256")\"}" "$api/api/v1/os" > "$lab/os.json" \
+    || { say "error: cannot add the lab's OS image: $(cat "$lab/os.json")"; exit 1; }
+  assign=lab-debian-12
+  say "==> native install of $os_image (OS lab-debian-12)"
+elif [ "$assign" = default ]; then
+  assign=debian-12
+fi
+[ -n "$timeout" ] || { [ "$installer" = native ] && [ -n "$assign" ] && timeout=900 || timeout=120; }
+
 # ---- the VMs ---------------------------------------------------------------------------------
 declare -a mac start reached
 milestones=(netboot init registered chainload hookos)
+[ "$installer" = native ] && milestones=(netboot init registered installing written installed)
 [ -n "$assign" ] || milestones=(netboot init registered)
 last=${milestones[-1]}
 say "==> $count VM(s), $firmware firmware, $accel, -m $memory; target milestone: $last"
@@ -195,7 +236,13 @@ observe() {
         "$api/api/v1/machines/$id/assign" > "$lab/vm$i.assign.json" 2>&1 \
         || say "    vm$i: assigning $assign failed: $(cat "$lab/vm$i.assign.json")"
     fi
-    case "$state" in installing | installed) seen+=" hookos" ;; esac
+    if [ "$installer" = native ]; then
+      case "$state" in installing | installed) seen+=" installing" ;; esac
+      [ -n "$(json_field written_at <<< "$item")" ] && seen+=" written"
+      [ "$state" = installed ] && seen+=" installed"
+    else
+      case "$state" in installing | installed) seen+=" hookos" ;; esac
+    fi
   elif [ -z "$token" ] && grep -qa "registered" "$log" 2>/dev/null; then
     seen+=" registered"
   fi
