@@ -194,17 +194,14 @@ impl Glue {
                 .map_err(tinkerbell::Error::from)?
                 .is_none()
         {
-            let message = format!(
-                "Tinkerbell Workflow {} was deleted while installing: not started again",
-                wf.name()
-            );
-            log_domain(
-                self.machines
-                    .finish_install(id, Actor::Tinkerbell, false, message)
-                    .await,
-                "failure",
+            self.fail_install(
                 id,
-            );
+                format!(
+                    "Tinkerbell Workflow {} was deleted while installing: not started again",
+                    wf.name()
+                ),
+            )
+            .await;
             return Ok(Vec::new());
         }
         Ok(vec![
@@ -308,15 +305,18 @@ impl Glue {
             .await;
         if let Err(e) = r {
             tracing::warn!(machine = %id, error = %e, "cannot start the Tinkerbell workflow");
-            let message = format!("Tinkerbell: {e}");
-            log_domain(
-                self.machines
-                    .finish_install(id, Actor::Tinkerbell, false, message)
-                    .await,
-                "failure",
-                id,
-            );
+            self.fail_install(id, format!("Tinkerbell: {e}")).await;
         }
+    }
+
+    async fn fail_install(&self, id: &str, message: String) {
+        log_domain(
+            self.machines
+                .finish_install(id, Actor::Tinkerbell, false, message)
+                .await,
+            "failure",
+            id,
+        );
     }
 
     async fn on_event(&self, change: &Change, boots: &mpsc::UnboundedSender<BootSignal>) {

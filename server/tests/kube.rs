@@ -27,7 +27,7 @@ use std::time::Duration;
 use dragonfly_testkit::{expect_json, report, wait_for};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
@@ -151,34 +151,11 @@ impl Cluster {
             .unwrap();
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
-        let pp = PostParams::default();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = serde_yaml::Value::deserialize(doc).unwrap();
-            match v["kind"].as_str().unwrap() {
-                "ServiceAccount" => {
-                    let o: ServiceAccount = serde_yaml::from_value(v).unwrap();
-                    Api::namespaced(self.admin.clone(), &ns)
-                        .create(&pp, &o)
-                        .await
-                        .unwrap();
-                }
-                "Role" => {
-                    let o: Role = serde_yaml::from_value(v).unwrap();
-                    Api::namespaced(self.admin.clone(), &ns)
-                        .create(&pp, &o)
-                        .await
-                        .unwrap();
-                }
-                "RoleBinding" => {
-                    let o: RoleBinding = serde_yaml::from_value(v).unwrap();
-                    Api::namespaced(self.admin.clone(), &ns)
-                        .create(&pp, &o)
-                        .await
-                        .unwrap();
-                }
-                other => panic!("unexpected {other} in the manifests"),
-            }
+        for doc in documents(&text) {
+            let (status, body) = self.post_yaml(&ns, doc, false).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
         }
+        let pp = PostParams::default();
         let accounts: Api<ServiceAccount> = Api::namespaced(self.admin.clone(), &ns);
         let token = accounts
             .create_token_request(
@@ -217,6 +194,36 @@ impl Cluster {
         }
     }
 
+    /// Sends one YAML document to the API server as kubectl does (the server's own YAML
+    /// reader), as the admin; `dry_run`: admission and validation in full, nothing stored.
+    /// Returns the status and body.
+    async fn post_yaml(&self, ns: &str, doc: &str, dry_run: bool) -> (StatusCode, String) {
+        let v = serde_yaml::Value::deserialize(serde_yaml::Deserializer::from_str(doc)).unwrap();
+        let obj: DynamicObject = serde_json::from_value(serde_json::to_value(&v).unwrap()).unwrap();
+        let gvk = kube::core::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
+        let (ar, _) = kube::discovery::pinned_kind(&self.admin, &gvk)
+            .await
+            .unwrap();
+        let base = if ar.group.is_empty() {
+            format!("{}/api/{}", self.url, ar.version)
+        } else {
+            format!("{}/apis/{}/{}", self.url, ar.group, ar.version)
+        };
+        let dry = if dry_run { "dryRun=All&" } else { "" };
+        let r = self
+            .http
+            .post(format!(
+                "{base}/namespaces/{ns}/{}?{dry}fieldManager=kubectl",
+                ar.plural
+            ))
+            .header("content-type", "application/yaml")
+            .body(doc.to_string())
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
     fn api(&self, t: &Tenant, plural: &str, kind: &str) -> Api<DynamicObject> {
         Api::namespaced_with(self.admin.clone(), &t.ns, &resource(plural, kind))
     }
@@ -246,6 +253,11 @@ impl Cluster {
             .await
             .unwrap();
     }
+}
+
+/// The YAML documents of a manifest file.
+fn documents(text: &str) -> impl Iterator<Item = &str> {
+    text.split("\n---\n").filter(|d| d.contains("kind:"))
 }
 
 fn dragonfly_workspace() -> PathBuf {
@@ -533,36 +545,14 @@ async fn the_deployment_manifests_pass_a_server_side_dry_run() {
     // YAML reader (YAML 1.1: a bare `on` would be a boolean), with a server-side dry run,
     // which runs admission and validation in full and stores nothing.
     let mut kinds = Vec::new();
-    for doc in text.split("\n---\n").filter(|d| d.contains("kind:")) {
+    for doc in documents(&text) {
         let v = serde_yaml::Value::deserialize(serde_yaml::Deserializer::from_str(doc)).unwrap();
         let obj: DynamicObject = serde_json::from_value(serde_json::to_value(&v).unwrap()).unwrap();
-        let types = obj.types.clone().unwrap();
-        let gvk = kube::core::GroupVersionKind::try_from(&types).unwrap();
+        let kind = obj.types.clone().unwrap().kind;
+        let (status, body) = c.post_yaml(&ns, doc, true).await;
+        assert_eq!(status, StatusCode::CREATED, "{kind} refused: {body}");
+        let gvk = kube::core::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
         let (ar, _) = kube::discovery::pinned_kind(&c.admin, &gvk).await.unwrap();
-        let base = if ar.group.is_empty() {
-            format!("{}/api/{}", c.url, ar.version)
-        } else {
-            format!("{}/apis/{}/{}", c.url, ar.group, ar.version)
-        };
-        let r = c
-            .http
-            .post(format!(
-                "{base}/namespaces/{ns}/{}?dryRun=All&fieldManager=kubectl",
-                ar.plural
-            ))
-            .header("content-type", "application/yaml")
-            .body(doc.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let body = r.text().await.unwrap();
-        assert_eq!(
-            status,
-            StatusCode::CREATED,
-            "{} refused: {body}",
-            types.kind
-        );
         let api: Api<DynamicObject> = Api::namespaced_with(c.admin.clone(), &ns, &ar);
         assert!(
             api.get_opt(obj.metadata.name.as_deref().unwrap())
@@ -570,7 +560,7 @@ async fn the_deployment_manifests_pass_a_server_side_dry_run() {
                 .unwrap()
                 .is_none()
         );
-        kinds.push(types.kind);
+        kinds.push(kind);
     }
     assert_eq!(
         kinds,
