@@ -114,6 +114,11 @@ headers = { Authorization = "Bearer $token" }
 continue-on-failure = true
 request-timeout = 10
 
+# A body past the server's size limit is refused with 413 before it is parsed: that too is
+# a rejection of invalid data (user_data's maxLength is the limit the document states).
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
+
 [dictionaries.cloud_configs]
 values = ["#cloud-config", "#cloud-config\npackages: [htop]\n", "#cloud-config\nruncmd:\n  - echo hi\n",
   "#cloud-config\nwrite_files:\n  - path: /etc/motd\n    content: hello\n", ""]

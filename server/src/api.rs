@@ -151,6 +151,7 @@ pub fn router() -> ApiRoutes {
             settings::get_machine_ssh_keys,
             settings::put_machine_ssh_keys
         ))
+        .routes(routes!(settings::get_netboot, settings::put_netboot))
         .routes(routes!(events::stream))
         .routes(routes!(events::log))
         .routes(routes!(system::metrics))

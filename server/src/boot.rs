@@ -1,6 +1,7 @@
 //! The boot face: iPXE scripts by machine state, the netboot artefact and HookOS files over
 //! HTTP, and the TFTP server for the iPXE first stage.
 
+pub mod dhcp;
 pub mod files;
 pub mod scripts;
 pub mod tftp;
@@ -26,6 +27,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/boot/{file}", get(boot_file))
         .route("/boot/{mac}/hookos.ipxe", get(hookos_script))
+        .route("/boot/efi/{file}", get(efi_file))
         .route("/hookos/{file}", get(hookos_file))
         .route("/images/{file}", get(image_file))
 }
@@ -165,4 +167,22 @@ async fn hookos_file(
         return Err(Error::not_found(format!("HookOS file {file}")));
     }
     files::serve(&settings.boot_dir.join("hookos").join(&file), req).await
+}
+
+/// The UEFI iPXE binaries over HTTP, for UEFI HTTP boot (the DHCP answer names this URL).
+/// Typed `application/efi`, which HTTP-boot firmware checks.
+async fn efi_file(
+    State(settings): State<Arc<Settings>>,
+    Path(file): Path<String>,
+    req: Request,
+) -> Result<Response> {
+    if !["snponly.efi", "ipxe.efi"].contains(&file.as_str()) {
+        return Err(Error::not_found(format!("EFI binary {file}")));
+    }
+    let mut resp = files::serve(&settings.boot_dir.join("tftp").join(&file), req).await?;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/efi"),
+    );
+    Ok(resp)
 }

@@ -172,3 +172,38 @@ pub async fn tinkerbell(
         }
     }
 }
+
+/// `dragonfly dhcp ...`: returns the exit status.
+pub async fn dhcp(
+    cmd: crate::config::DhcpCommand,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<u8> {
+    match cmd {
+        crate::config::DhcpCommand::Probe {
+            interface,
+            wait_secs,
+        } => {
+            if !(1..=60).contains(&wait_secs) {
+                anyhow::bail!("--wait-secs must be between 1 and 60");
+            }
+            let offers = crate::boot::dhcp::probe::probe(
+                &interface,
+                std::time::Duration::from_secs(wait_secs),
+            )
+            .await?;
+            for o in &offers {
+                writeln!(
+                    out,
+                    "{} {}{}",
+                    o.server,
+                    o.address,
+                    o.boot_file
+                        .as_deref()
+                        .map(|f| format!(" {f}"))
+                        .unwrap_or_default()
+                )?;
+            }
+            Ok(if offers.is_empty() { 1 } else { 0 })
+        }
+    }
+}

@@ -45,6 +45,24 @@ pub enum Command {
     /// The OS catalogue (works on the database directly).
     #[command(subcommand)]
     Os(OsCommand),
+    /// DHCP on a network: which servers answer there.
+    #[command(subcommand)]
+    Dhcp(DhcpCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DhcpCommand {
+    /// Send one DHCP DISCOVER on an interface, as a plain (non-PXE) client would, and print
+    /// every server that offers an address: one line each, `SERVER ADDRESS [BOOT-FILE]`.
+    /// Exits 0 when at least one answered, 1 when none did. Needs root (port 68).
+    Probe {
+        /// The interface to ask on.
+        #[arg(long, value_name = "IFACE")]
+        interface: String,
+        /// How long to wait for offers, in seconds (1-60).
+        #[arg(long, value_name = "SECS", default_value_t = 3)]
+        wait_secs: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +186,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
+    pub dhcp: DhcpArgs,
+    #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
     pub hookos: HookosArgs,
@@ -285,6 +305,240 @@ pub struct ServerArgs {
     /// machine gets for its default user.
     #[arg(long, env = "DRAGONFLY_SSH_AUTHORIZED_KEYS", value_name = "FILE")]
     pub ssh_authorized_keys: Option<PathBuf>,
+}
+
+/// Dragonfly's own DHCP service: proxyDHCP beside the site's DHCP server, or full DHCP on
+/// an isolated provisioning network.
+#[derive(Debug, Clone, Args)]
+pub struct DhcpArgs {
+    /// Answer DHCP on --dhcp-interface: `off`; `proxy` (only PXE clients, with boot
+    /// information, never an address: the site's DHCP server keeps handing out addresses);
+    /// `full` (addresses from --dhcp-range too, for an isolated provisioning network or a
+    /// lab). Either turns the TFTP server on.
+    #[arg(long, env = "DRAGONFLY_DHCP", value_enum, default_value_t = DhcpMode::Off)]
+    pub dhcp: DhcpMode,
+    /// The network interface DHCP listens and answers on (needed with --dhcp).
+    #[arg(long, env = "DRAGONFLY_DHCP_INTERFACE", value_name = "IFACE")]
+    pub dhcp_interface: Option<String>,
+    /// Full DHCP: the addresses handed out, FIRST-LAST, inside the interface's subnet.
+    #[arg(long, env = "DRAGONFLY_DHCP_RANGE", value_name = "FIRST-LAST")]
+    pub dhcp_range: Option<String>,
+    /// Full DHCP: the router handed out.
+    #[arg(long, env = "DRAGONFLY_DHCP_GATEWAY", value_name = "IP")]
+    pub dhcp_gateway: Option<Ipv4Addr>,
+    /// Full DHCP: DNS servers handed out, comma-separated.
+    #[arg(long, env = "DRAGONFLY_DHCP_DNS", value_name = "IP,...")]
+    pub dhcp_dns: Option<String>,
+    /// Full DHCP: lease length in seconds (60-86400).
+    #[arg(
+        long,
+        env = "DRAGONFLY_DHCP_LEASE_SECS",
+        value_name = "SECS",
+        default_value_t = 3600
+    )]
+    pub dhcp_lease_secs: u32,
+    /// The iPXE binary UEFI machines get first: `snponly` (over the firmware's network
+    /// driver) or `ipxe` (iPXE's own drivers). A machine's own setting wins.
+    #[arg(
+        long,
+        env = "DRAGONFLY_DHCP_UEFI_BINARY",
+        value_enum,
+        default_value_t = UefiBinary::Snponly
+    )]
+    pub dhcp_uefi_binary: UefiBinary,
+    /// Full DHCP: start even when another DHCP server answers on the interface.
+    #[arg(long, env = "DRAGONFLY_DHCP_FORCE")]
+    pub dhcp_force: bool,
+}
+
+/// Which DHCP service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DhcpMode {
+    Off,
+    Proxy,
+    Full,
+}
+
+impl DhcpMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DhcpMode::Off => "off",
+            DhcpMode::Proxy => "proxy",
+            DhcpMode::Full => "full",
+        }
+    }
+}
+
+/// The iPXE binary UEFI machines get first (per machine, or server-wide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UefiBinary {
+    /// `snponly.efi`: iPXE over the firmware's own network driver (works with most NICs).
+    Snponly,
+    /// `ipxe.efi`: iPXE with its own drivers, for NICs whose firmware driver misbehaves.
+    Ipxe,
+}
+
+impl UefiBinary {
+    pub fn file(self) -> &'static str {
+        match self {
+            UefiBinary::Snponly => "snponly.efi",
+            UefiBinary::Ipxe => "ipxe.efi",
+        }
+    }
+}
+
+/// The addresses full DHCP mode hands out, and the subnet they are in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+    pub network: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    /// Never handed out (this server, the gateway, DNS servers in the range).
+    pub excluded: Vec<Ipv4Addr>,
+}
+
+/// Largest pool: a /16. Allocation walks it, so it stays bounded.
+pub const MAX_POOL: u32 = 65_536;
+
+impl Pool {
+    /// In the subnet, and neither its network nor its broadcast address.
+    pub fn in_subnet(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::from(self.netmask);
+        let net = u32::from(self.network);
+        let n = u32::from(ip);
+        n & mask == net && n != net && n != net | !mask
+    }
+
+    /// In the pool and free to hand out.
+    pub fn in_range(&self, ip: Ipv4Addr) -> bool {
+        (u32::from(self.first)..=u32::from(self.last)).contains(&u32::from(ip))
+            && self.in_subnet(ip)
+            && !self.excluded.contains(&ip)
+    }
+
+    /// Every address the pool may hand out, in order.
+    pub fn addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        (u32::from(self.first)..=u32::from(self.last))
+            .take(MAX_POOL as usize)
+            .map(Ipv4Addr::from)
+            .filter(|ip| self.in_range(*ip))
+    }
+}
+
+/// The DHCP service, resolved: the interface exists and has an IPv4 address.
+#[derive(Debug, Clone)]
+pub struct Dhcp {
+    pub mode: DhcpMode,
+    pub interface: String,
+    /// This server's address on the interface: the server identifier and next-server.
+    pub server_ip: Ipv4Addr,
+    /// Full mode only.
+    pub pool: Option<Pool>,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub lease_secs: u32,
+    pub uefi: UefiBinary,
+    pub force: bool,
+}
+
+impl Dhcp {
+    /// Checks the DHCP settings against the host's interfaces.
+    pub fn resolve(d: &DhcpArgs) -> anyhow::Result<Option<Dhcp>> {
+        if d.dhcp == DhcpMode::Off {
+            return Ok(None);
+        }
+        let Some(interface) = d.dhcp_interface.clone() else {
+            bail!("--dhcp {} needs --dhcp-interface", d.dhcp.as_str());
+        };
+        if interface.is_empty() || interface.len() > 15 || interface.contains('/') {
+            bail!("--dhcp-interface: {interface:?} is not an interface name");
+        }
+        let addrs = if_addrs::get_if_addrs().context("cannot list network interfaces")?;
+        let v4 = addrs
+            .iter()
+            .filter(|i| i.name == interface)
+            .find_map(|i| match &i.addr {
+                if_addrs::IfAddr::V4(a) => Some((a.ip, a.netmask)),
+                _ => None,
+            });
+        let Some((server_ip, netmask)) = v4 else {
+            bail!("--dhcp-interface {interface}: no such interface with an IPv4 address");
+        };
+        if !(60..=86_400).contains(&d.dhcp_lease_secs) {
+            bail!("--dhcp-lease-secs must be between 60 and 86400");
+        }
+        let dns = match &d.dhcp_dns {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|s| s.trim().parse::<Ipv4Addr>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("--dhcp-dns: {e} (comma-separated IPv4 addresses)"))?,
+        };
+        let pool = match (d.dhcp, &d.dhcp_range) {
+            (DhcpMode::Full, None) => bail!("--dhcp full needs --dhcp-range FIRST-LAST"),
+            (DhcpMode::Full, Some(range)) => {
+                let (first, last) = range
+                    .split_once('-')
+                    .and_then(|(a, b)| {
+                        Some((
+                            a.trim().parse::<Ipv4Addr>().ok()?,
+                            b.trim().parse::<Ipv4Addr>().ok()?,
+                        ))
+                    })
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--dhcp-range must be FIRST-LAST, e.g. 10.0.0.100-10.0.0.200"
+                        )
+                    })?;
+                let network = Ipv4Addr::from(u32::from(server_ip) & u32::from(netmask));
+                let mut excluded = vec![server_ip];
+                excluded.extend(d.dhcp_gateway);
+                excluded.extend(dns.iter().copied());
+                let pool = Pool {
+                    first,
+                    last,
+                    network,
+                    netmask,
+                    excluded,
+                };
+                if u32::from(first) > u32::from(last) {
+                    bail!("--dhcp-range: {first} comes after {last}");
+                }
+                if !pool.in_subnet(first) || !pool.in_subnet(last) {
+                    bail!(
+                        "--dhcp-range {range} is not inside {interface}'s subnet {network}/{}",
+                        u32::from(netmask).count_ones()
+                    );
+                }
+                if u32::from(last) - u32::from(first) >= MAX_POOL {
+                    bail!("--dhcp-range: at most {MAX_POOL} addresses");
+                }
+                Some(pool)
+            }
+            (_, Some(_)) => {
+                bail!("--dhcp-range is for --dhcp full (a proxy hands out no addresses)")
+            }
+            (_, None) => None,
+        };
+        if d.dhcp == DhcpMode::Proxy && (d.dhcp_gateway.is_some() || !dns.is_empty()) {
+            bail!(
+                "--dhcp-gateway and --dhcp-dns are for --dhcp full (a proxy hands out no network settings)"
+            );
+        }
+        Ok(Some(Dhcp {
+            mode: d.dhcp,
+            interface,
+            server_ip,
+            pool,
+            gateway: d.dhcp_gateway,
+            dns,
+            lease_secs: d.dhcp_lease_secs,
+            uefi: d.dhcp_uefi_binary,
+            force: d.dhcp_force,
+        }))
+    }
 }
 
 /// Who puts the OS on an assigned machine's disk.
@@ -665,8 +919,10 @@ pub struct Config {
     pub heartbeat_secs: u32,
     pub offline_after_secs: u32,
     pub boot_dir: PathBuf,
-    /// TFTP listening address when enabled.
+    /// TFTP listening address when enabled (--tftp, or any --dhcp mode).
     pub tftp: Option<SocketAddr>,
+    /// Dragonfly's own DHCP service, when on.
+    pub dhcp: Option<Dhcp>,
     pub hookos: Hookos,
     pub enrollment_secret: Option<String>,
     /// Certificate and key files for HTTPS.
@@ -781,6 +1037,7 @@ impl Config {
         if !(1..=60).contains(&s.long_poll_secs) {
             bail!("--long-poll-secs must be between 1 and 60");
         }
+        let dhcp = Dhcp::resolve(&args.dhcp)?;
         let tls = match (&s.tls_cert, &s.tls_key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             (None, None) => None,
@@ -793,7 +1050,8 @@ impl Config {
             heartbeat_secs: s.heartbeat_secs,
             offline_after_secs,
             boot_dir: s.boot_dir.clone(),
-            tftp: s.tftp.then_some(SocketAddr::new(s.host, s.tftp_port)),
+            tftp: (s.tftp || dhcp.is_some()).then_some(SocketAddr::new(s.host, s.tftp_port)),
+            dhcp,
             hookos: Hookos::resolve(&args.hookos)?,
             enrollment_secret: s.enrollment_secret.clone(),
             tls,

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dhcp_status;
 pub mod error;
 pub mod events;
 pub mod listener;
@@ -100,6 +101,10 @@ pub async fn build_state(
         )),
         settings,
         metrics: Arc::new(Metrics::new()),
+        dhcp: Arc::new(match &config.dhcp {
+            Some(d) => dhcp_status::DhcpStatus::on(d.mode.as_str(), &d.interface, d.server_ip),
+            None => dhcp_status::DhcpStatus::off(),
+        }),
     })
 }
 
@@ -236,6 +241,19 @@ pub async fn serve(
             }
         });
     }
+    if let Some(dhcp) = config.dhcp.clone() {
+        // Boot files are fetched from this server's address on the DHCP interface: UEFI HTTP
+        // boot takes no host name from a proxy, and iPXE may not have DNS yet.
+        let http_base = format!("{scheme}://{}:{}", dhcp.server_ip, bound.port());
+        boot::dhcp::start(
+            dhcp,
+            state.machines.clone(),
+            state.dhcp.clone(),
+            http_base,
+            stop_rx.clone(),
+        )
+        .await?;
+    }
     let artefact = artefact::artefact(&config.boot_dir).await;
     if !artefact.present {
         tracing::warn!(
@@ -250,6 +268,7 @@ pub async fn serve(
         derived = config.base_url.is_none(),
         netboot = artefact.version.as_deref().unwrap_or(if artefact.present { "present" } else { "missing" }),
         tftp = config.tftp.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        dhcp = config.dhcp.as_ref().map(|d| format!("{} on {}", d.mode.as_str(), d.interface)).unwrap_or_else(|| "off".into()),
         tls = config.tls.is_some(),
         "dragonfly {} ready",
         env!("CARGO_PKG_VERSION")

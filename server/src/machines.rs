@@ -9,6 +9,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod model;
 pub mod native;
+pub mod netboot;
 mod operations;
 mod registrations;
 pub mod rules;

@@ -54,6 +54,11 @@ fn run() -> anyhow::Result<ExitCode> {
                 current_thread()?.block_on(dragonfly::cli::os(cmd, &mut std::io::stdout()))?;
             Ok(ExitCode::from(code))
         }
+        Some(Command::Dhcp(cmd)) => {
+            let code =
+                current_thread()?.block_on(dragonfly::cli::dhcp(cmd, &mut std::io::stdout()))?;
+            Ok(ExitCode::from(code))
+        }
         Some(Command::Serve(args)) => serve(&args),
         None => serve(&cli.serve),
     }

@@ -11,6 +11,7 @@ use crate::artefact::ArtefactCache;
 use crate::auth::Auth;
 use crate::auth::ratelimit::RegistrationLimiter;
 use crate::config::Settings;
+use crate::dhcp_status::DhcpStatus;
 use crate::machines::Machines;
 use crate::machines::catalogue::Catalogue;
 use crate::metrics::Metrics;
@@ -31,4 +32,6 @@ pub struct AppState {
     pub artefact: Arc<ArtefactCache>,
     /// How fast anyone may register machines.
     pub registrations: Arc<RegistrationLimiter>,
+    /// What Dragonfly's DHCP service does and last saw.
+    pub dhcp: Arc<DhcpStatus>,
 }

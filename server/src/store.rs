@@ -9,6 +9,7 @@
 //! commits whatever is queued together.
 
 pub mod auth;
+pub mod dhcp;
 pub mod events;
 pub mod machines;
 pub mod os;
@@ -107,6 +108,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("store/migrations/008_settings.sql")),
         M::up(include_str!("store/migrations/009_checksums.sql")),
         M::up(include_str!("store/migrations/010_machine_ssh_keys.sql")),
+        M::up(include_str!("store/migrations/011_dhcp.sql")),
     ])
 }
 

@@ -14,8 +14,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("settings", &["config"]),
     (
-        "storage, publishing, the boot directory, metrics, Tinkerbell",
-        &["store", "events", "artefact", "metrics", "tinkerbell"],
+        "storage, publishing, the boot directory, metrics, DHCP status, Tinkerbell",
+        &[
+            "store",
+            "events",
+            "artefact",
+            "metrics",
+            "dhcp_status",
+            "tinkerbell",
+        ],
     ),
     ("the HTTP error boundary (it maps store errors)", &["error"]),
     ("the listener", &["listener"]),

@@ -38,6 +38,8 @@ mod openapi;
 mod os;
 // Generated valid and hostile input for every JSON body; MAC and TFTP parsing properties.
 mod props;
+// Network-boot settings, the full-DHCP lease allocator, the DHCP settings.
+mod dhcp;
 // /healthz and /metrics.
 mod system;
 // The Tinkerbell backend: CRD-valid objects, the client against a fake API server, the glue.

@@ -8,6 +8,7 @@ use super::extract::ApiJson;
 use crate::error::{ErrorBody, Result};
 use crate::machines::Machines;
 use crate::machines::native::{MachineSshKeys, SshKeys, SshKeysInput};
+use crate::machines::netboot::Netboot;
 
 /// The SSH public keys every native install gets for the image's default user.
 #[utoipa::path(
@@ -68,4 +69,42 @@ pub async fn put_machine_ssh_keys(
     ApiJson(body): ApiJson<SshKeysInput>,
 ) -> Result<Json<MachineSshKeys>> {
     Ok(Json(machines.set_machine_ssh_keys(&id, body).await?))
+}
+
+/// A machine's network-boot settings for Dragonfly's DHCP: whether it may PXE-boot (and
+/// which UEFI binary it gets), and its reserved address in full DHCP mode.
+#[utoipa::path(
+    get, path = "/api/v1/machines/{id}/netboot", tag = "machines",
+    params(("id" = String, Path, description = "Machine id")),
+    responses(
+        (status = 200, description = "The settings", body = Netboot),
+        (status = 404, description = "No such machine", body = ErrorBody),
+    )
+)]
+pub async fn get_netboot(
+    State(machines): State<Machines>,
+    Path(id): Path<String>,
+) -> Result<Json<Netboot>> {
+    Ok(Json(machines.netboot(&id).await?))
+}
+
+/// Replace a machine's network-boot settings. `pxe: off` makes Dragonfly's DHCP ignore its
+/// PXE requests; `ipxe_efi` gives it `ipxe.efi` instead of `snponly.efi`.
+#[utoipa::path(
+    put, path = "/api/v1/machines/{id}/netboot", tag = "machines",
+    params(("id" = String, Path, description = "Machine id")),
+    request_body = Netboot,
+    responses(
+        (status = 200, description = "Stored", body = Netboot),
+        (status = 404, description = "No such machine", body = ErrorBody),
+        (status = 409, description = "The address is reserved for another machine", body = ErrorBody),
+        (status = 422, description = "Invalid value (the field is named)", body = ErrorBody),
+    )
+)]
+pub async fn put_netboot(
+    State(machines): State<Machines>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Netboot>,
+) -> Result<Json<Netboot>> {
+    Ok(Json(machines.set_netboot(&id, body).await?))
 }

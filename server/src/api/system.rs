@@ -29,6 +29,8 @@ pub struct Health {
     /// Who installs assigned machines: `native` (the Dragonfly agent writes the image) or
     /// `tinkerbell` (a Tinkerbell workflow).
     pub installer: crate::config::Installer,
+    /// Dragonfly's own DHCP service: its mode, interface and the last PXE requests seen.
+    pub dhcp: crate::dhcp_status::DhcpView,
 }
 
 /// Liveness and readiness: answers once the database is reachable.
@@ -44,6 +46,7 @@ pub async fn healthz(
     State(machines): State<Machines>,
     State(settings): State<Arc<Settings>>,
     State(artefact): State<Arc<ArtefactCache>>,
+    State(dhcp): State<Arc<crate::dhcp_status::DhcpStatus>>,
 ) -> Result<Json<Health>> {
     machines.ping().await?;
     Ok(Json(Health {
@@ -53,6 +56,7 @@ pub async fn healthz(
         netboot: artefact.get().await,
         tftp: settings.tftp,
         installer: settings.installer,
+        dhcp: dhcp.view(),
     }))
 }
 

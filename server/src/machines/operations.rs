@@ -222,21 +222,28 @@ impl Machines {
     /// credentials, as often as anyone likes: a boot served the same script as the last one
     /// logged within [`PXE_BOOT_WINDOW_MS`] is not logged again. Returns whether it was.
     pub async fn pxe_boot(&self, id: &str, script: &'static str) -> bool {
+        self.boot_step(id, script, format!("PXE boot: served {script}"))
+            .await
+    }
+
+    /// Logs a step of machine `id`'s network boot (a boot script served, a DHCP answer),
+    /// best effort, at most once per `key` within [`PXE_BOOT_WINDOW_MS`]: the requests
+    /// behind it come without credentials, as often as anyone likes.
+    pub async fn boot_step(&self, id: &str, key: &'static str, message: String) -> bool {
         let now = self.clock.now_ms();
         {
             let mut boots = self.boots.lock().unwrap_or_else(|p| p.into_inner());
             if boots
                 .get(id)
-                .is_some_and(|(at, last)| *last == script && now - at < PXE_BOOT_WINDOW_MS)
+                .is_some_and(|(at, last)| *last == key && now - at < PXE_BOOT_WINDOW_MS)
             {
                 return false;
             }
             if boots.len() >= 100_000 {
                 boots.retain(|_, (at, _)| now - *at < PXE_BOOT_WINDOW_MS);
             }
-            boots.insert(id.to_string(), (now, script));
+            boots.insert(id.to_string(), (now, key));
         }
-        let message = format!("PXE boot: served {script}");
         match self
             .note(id, MachineEvent::PxeBoot, Actor::Boot, message)
             .await

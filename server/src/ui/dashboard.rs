@@ -12,16 +12,19 @@ use std::sync::Arc;
 
 use crate::artefact::ArtefactCache;
 use crate::config::Settings;
+use crate::dhcp_status::{DhcpStatus, DhcpView};
 use crate::machines::{ListQuery, Machines, SortKey, State as MState};
 
 pub async fn page(
     State(machines): State<Machines>,
     State(artefact): State<Arc<ArtefactCache>>,
     State(settings): State<Arc<Settings>>,
+    State(dhcp): State<Arc<DhcpStatus>>,
     axum::Extension(p): axum::Extension<Principal>,
     headers: HeaderMap,
 ) -> UiResult {
     let ctx = Ctx::new(&p, "dashboard");
+    let dhcp = dhcp.view();
     let live = live_markup(&machines).await.ui(&headers)?;
     let artefact = artefact.get().await;
     let s = &settings;
@@ -48,6 +51,16 @@ pub async fn page(
                     }
                     dt { "kexec chainload" } dd { @if artefact.ipxe_lkrn { "ready (ipxe.lkrn)" } @else { "unavailable: machines reboot instead" } }
                     dt { "TFTP" } dd { @if s.tftp { "on (iPXE first stage)" } @else { "off (enable with --tftp)" } }
+                    dt { "DHCP" } dd #dhcp-mode {
+                        @match dhcp.mode.as_str() {
+                            "proxy" => "proxyDHCP: boot information for PXE clients, beside the site's DHCP server",
+                            "full" => "full DHCP: addresses and boot information",
+                            _ => "off (--dhcp proxy beside your DHCP server, --dhcp full on an isolated network)",
+                        }
+                        @if let (Some(i), Some(ip)) = (&dhcp.interface, dhcp.server_ip) {
+                            " · " span.mono { (i) " " (ip) }
+                        }
+                    }
                     dt { "Installer" } dd #installer {
                         @match s.installer {
                             crate::config::Installer::Native => "native: the Dragonfly agent writes the image, cloud-init reports back",
@@ -70,6 +83,9 @@ pub async fn page(
                 }
                 p.muted { "No hardware at hand? " code { "scripts/lab.sh" } " PXE-boots QEMU virtual machines against this server." }
             }
+        }
+        @if dhcp.mode != "off" {
+            (pxe_requests(&dhcp))
         }
     };
     Ok(layout(&ctx, "Dashboard", body).into_response())
@@ -184,6 +200,34 @@ fn attention(title: &str, items: &[crate::machines::Machine], empty: &str) -> Ma
                     a href=(paths::machine(&m.id)) { (machine_name(m)) } " " (state_badge(m.state, m.offline))
                     @if let Some(msg) = &m.status_message { br; span.muted { (msg) } }
                 } } }
+            }
+        }
+    }
+}
+
+/// The last PXE requests Dragonfly's DHCP saw and what it answered.
+fn pxe_requests(d: &DhcpView) -> Markup {
+    html! {
+        h2 { "PXE requests" }
+        p.muted {
+            (d.answered) " answered · " (d.ignored) " not answered · " (d.dropped) " malformed"
+        }
+        @if d.recent.is_empty() {
+            p.muted #pxe-requests { "None yet: power a machine on with network boot first." }
+        } @else {
+            table #pxe-requests {
+                thead { tr { th { "When" } th { "MAC" } th { "Firmware" } th { "Message" } th { "Answer" } } }
+                tbody {
+                    @for r in &d.recent {
+                        tr {
+                            td.mono { (r.at) }
+                            td.mono { (r.mac) }
+                            td { (r.firmware) }
+                            td { (r.message) }
+                            td { (r.answer) }
+                        }
+                    }
+                }
             }
         }
     }

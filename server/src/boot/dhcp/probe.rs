@@ -1,0 +1,52 @@
+//! Looks for DHCP servers on an interface the way a plain client would: one broadcast
+//! DISCOVER (no PXE options, a random locally administered MAC), then every OFFER to it for a
+//! while. Full DHCP mode runs it before starting; `dragonfly dhcp probe` runs it by hand.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+
+use super::packet::{self, Offer};
+
+/// Offers kept at most (a hostile network could send any number).
+const MAX_OFFERS: usize = 64;
+
+/// The OFFERs seen on `interface` within `wait`, one per server.
+pub async fn probe(interface: &str, wait: Duration) -> anyhow::Result<Vec<Offer>> {
+    let what = || format!("cannot listen on {interface} port 68 for DHCP offers");
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).with_context(what)?;
+    s.set_reuse_address(true).with_context(what)?;
+    s.set_broadcast(true).with_context(what)?;
+    s.bind_device(Some(interface.as_bytes()))
+        .with_context(what)?;
+    s.set_nonblocking(true).with_context(what)?;
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).into())
+        .with_context(what)?;
+    let socket = UdpSocket::from_std(s.into()).with_context(what)?;
+    let mut mac: [u8; 6] = rand::random();
+    mac[0] = (mac[0] | 0x02) & 0xfe;
+    let xid: u32 = rand::random();
+    socket
+        .send_to(
+            &packet::discover(mac, xid),
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+        )
+        .await
+        .with_context(|| format!("cannot send a DHCP DISCOVER on {interface}"))?;
+    let mut offers: Vec<Offer> = Vec::new();
+    let mut buf = vec![0u8; packet::MAX_PACKET + 1];
+    let deadline = tokio::time::Instant::now() + wait;
+    while offers.len() < MAX_OFFERS {
+        let got = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await;
+        let Ok(Ok((n, _))) = got else { break };
+        if let Some(offer) = packet::parse_offer(&buf[..n], xid) {
+            if !offers.iter().any(|o| o.server == offer.server) {
+                offers.push(offer);
+            }
+        }
+    }
+    Ok(offers)
+}

@@ -1,0 +1,210 @@
+//! How machines network-boot through Dragonfly's own DHCP: each machine's PXE setting and
+//! reserved address (operator choices), and the address leases of full DHCP mode.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Actor, Committed, Log, MachineEvent, Machines, load};
+use crate::config::Pool;
+use crate::error::{Error, Result};
+use crate::store::dhcp as store;
+
+/// How a machine may PXE-boot when Dragonfly answers DHCP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PxeMode {
+    /// Boot files by firmware, as the server is configured.
+    #[default]
+    Auto,
+    /// UEFI: `ipxe.efi` (iPXE's own NIC drivers) instead of the server's choice, for NICs
+    /// whose firmware network driver misbehaves under `snponly.efi`.
+    IpxeEfi,
+    /// Never answer this machine's PXE requests ("do not PXE").
+    Off,
+}
+
+impl PxeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PxeMode::Auto => "auto",
+            PxeMode::IpxeEfi => "ipxe_efi",
+            PxeMode::Off => "off",
+        }
+    }
+
+    fn parse(s: Option<&str>) -> PxeMode {
+        match s {
+            Some("ipxe_efi") => PxeMode::IpxeEfi,
+            Some("off") => PxeMode::Off,
+            _ => PxeMode::Auto,
+        }
+    }
+}
+
+/// A machine's network-boot settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Netboot {
+    #[serde(default)]
+    pub pxe: PxeMode,
+    /// The address full DHCP mode always gives this machine (`null`: from the pool).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Ipv4)]
+    pub reserved_ip: Option<Ipv4Addr>,
+}
+
+/// What DHCP knows about a hardware address that belongs to a known machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpClient {
+    pub machine_id: String,
+    pub pxe: PxeMode,
+    pub reserved_ip: Option<Ipv4Addr>,
+}
+
+impl Machines {
+    pub async fn netboot(&self, id: &str) -> Result<Netboot> {
+        let id = id.to_string();
+        self.db
+            .read(move |c| -> Result<_> {
+                load(c, &id)?;
+                Ok(from_row(store::netboot(c, &id)?))
+            })
+            .await
+    }
+
+    /// Replaces a machine's network-boot settings; a change is on its timeline. A reserved
+    /// address held by another machine is a conflict.
+    pub async fn set_netboot(&self, id: &str, input: Netboot) -> Result<Netboot> {
+        if let Some(ip) = input.reserved_ip {
+            if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+                return Err(Error::invalid(
+                    "reserved_ip",
+                    format!("{ip} cannot be a machine's address"),
+                ));
+            }
+        }
+        let now = self.clock.now_ms();
+        let id = id.to_string();
+        let kept = input.clone();
+        let change = self
+            .db
+            .write(move |tx| -> Result<_> {
+                load(tx, &id)?;
+                let before = from_row(store::netboot(tx, &id)?);
+                let ip = input.reserved_ip.map(|i| i.to_string());
+                if let Some(ip) = &ip {
+                    if let Some(other) = store::reserved_by(tx, ip)?.filter(|o| *o != id) {
+                        return Err(Error::Conflict(format!(
+                            "reserved_ip {ip} is already reserved for machine {other}"
+                        )));
+                    }
+                }
+                store::set_netboot(tx, &id, input.pxe.as_str(), ip.as_deref(), now)?;
+                let mut log = Log::new(now);
+                if before != input {
+                    log.add(
+                        tx,
+                        &id,
+                        MachineEvent::Updated,
+                        Actor::Operator,
+                        None,
+                        format!(
+                            "network boot: PXE {}, reserved address {}",
+                            input.pxe.as_str(),
+                            ip.as_deref().unwrap_or("none")
+                        ),
+                    )?;
+                }
+                Ok(Committed {
+                    events: log.events,
+                    machine: Some(load(tx, &id)?),
+                })
+            })
+            .await?;
+        self.publish(change);
+        Ok(kept)
+    }
+
+    /// The known machine whose boot NIC is `mac`, with its DHCP settings.
+    pub async fn dhcp_client(&self, mac: &str) -> Result<Option<DhcpClient>> {
+        let mac = mac.to_string();
+        let row = self.db.read(move |c| store::client(c, &mac)).await?;
+        Ok(row.map(|(machine_id, pxe, ip)| DhcpClient {
+            machine_id,
+            pxe: PxeMode::parse(pxe.as_deref()),
+            reserved_ip: ip.and_then(|i| i.parse().ok()),
+        }))
+    }
+
+    /// Picks `mac`'s address in full DHCP mode and holds it for `secs`: its reservation, else
+    /// `want` when free, else the address it had, else the first free one. `None` when the
+    /// pool is exhausted. One write transaction: two clients never get one address.
+    pub async fn lease(
+        &self,
+        mac: &str,
+        pool: &Pool,
+        want: Option<Ipv4Addr>,
+        secs: u32,
+        hostname: Option<String>,
+    ) -> Result<Option<Ipv4Addr>> {
+        let now = self.clock.now_ms();
+        let mac = mac.to_string();
+        let pool = pool.clone();
+        self.db
+            .write(move |tx| -> Result<_> {
+                let taken: HashSet<Ipv4Addr> = store::taken(tx, &mac, now)?
+                    .iter()
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+                let free = |ip: &Ipv4Addr| pool.in_range(*ip) && !taken.contains(ip);
+                let reserved = store::client(tx, &mac)?
+                    .and_then(|(_, _, ip)| ip)
+                    .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+                    .filter(|ip| pool.in_subnet(*ip));
+                let previous = store::lease_of(tx, &mac)?.and_then(|s| s.parse().ok());
+                let chosen = reserved
+                    .or(want.filter(free))
+                    .or(previous.filter(free))
+                    .or_else(|| pool.addresses().find(|ip| !taken.contains(ip)));
+                if let Some(ip) = chosen {
+                    store::put_lease(
+                        tx,
+                        &mac,
+                        &ip.to_string(),
+                        now + i64::from(secs) * 1000,
+                        hostname.as_deref(),
+                    )?;
+                }
+                Ok(chosen)
+            })
+            .await
+    }
+
+    /// Ends `mac`'s lease (DHCPRELEASE, DHCPDECLINE).
+    pub async fn release_lease(&self, mac: &str) -> Result<()> {
+        let now = self.clock.now_ms();
+        let mac = mac.to_string();
+        self.db
+            .write(move |tx| -> Result<_> { Ok(store::release(tx, &mac, now)?) })
+            .await
+    }
+
+    /// Leases not yet expired.
+    pub async fn active_leases(&self) -> Result<u64> {
+        let now = self.clock.now_ms();
+        Ok(self.db.read(move |c| store::active_leases(c, now)).await?)
+    }
+}
+
+fn from_row(row: Option<(String, Option<String>)>) -> Netboot {
+    match row {
+        None => Netboot::default(),
+        Some((pxe, ip)) => Netboot {
+            pxe: PxeMode::parse(Some(&pxe)),
+            reserved_ip: ip.and_then(|i| i.parse().ok()),
+        },
+    }
+}
