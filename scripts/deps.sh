@@ -10,6 +10,8 @@
 #   scripts/deps.sh netboot    adds what image/build.sh and scripts/lab.sh need; the kernel,
 #                              busybox and iPXE packages are only downloaded and unpacked by
 #                              image/build.sh, never installed
+#   scripts/deps.sh dhcp       adds what the DHCP tests and `scripts/lab.sh --network bridge`
+#                              need: dnsmasq (the "site's" DHCP server) and iproute2
 #   scripts/deps.sh kube       adds what scripts/kube.sh needs to build and run a real
 #                              kube-apiserver (Go and the Kubernetes source are only
 #                              downloaded and unpacked by it, never installed)
@@ -32,6 +34,8 @@ case "$group" in
     # with openssl, modules possibly zstd-compressed
     want+=(dpkg-dev xz-utils gcc make libc6-dev linux-libc-dev binutils kmod
       qemu-system-x86 ipxe-qemu ovmf curl unzip e2fsprogs python3-venv openssl zstd) ;;
+  # a private network in namespaces (scripts/netns.sh) with dnsmasq as its DHCP server
+  dhcp) want+=(dnsmasq-base iproute2) ;;
   # kube-apiserver from source (make, rsync), its certificates (openssl), readiness (curl)
   kube) want+=(make rsync openssl curl python3) ;;
   # the Debian cloud image the native-install tests write (scripts/os-image.sh)

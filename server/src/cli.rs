@@ -182,15 +182,18 @@ pub async fn dhcp(
         crate::config::DhcpCommand::Probe {
             interface,
             wait_secs,
+            client,
+            mac,
         } => {
             if !(1..=60).contains(&wait_secs) {
                 anyhow::bail!("--wait-secs must be between 1 and 60");
             }
-            let offers = crate::boot::dhcp::probe::probe(
-                &interface,
-                std::time::Duration::from_secs(wait_secs),
-            )
-            .await?;
+            let mac = match mac {
+                None => None,
+                Some(m) => Some(mac_bytes(&m).map_err(|e| anyhow::anyhow!("--mac: {e}"))?),
+            };
+            let wait = std::time::Duration::from_secs(wait_secs);
+            let offers = crate::boot::dhcp::probe::probe(&interface, wait, client, mac).await?;
             for o in &offers {
                 writeln!(
                     out,
@@ -206,4 +209,13 @@ pub async fn dhcp(
             Ok(if offers.is_empty() { 1 } else { 0 })
         }
     }
+}
+
+fn mac_bytes(text: &str) -> anyhow::Result<[u8; 6]> {
+    let m = dragonfly_proto::normalize_mac(text)?;
+    let mut b = [0u8; 6];
+    for (i, part) in m.split(':').enumerate().take(6) {
+        b[i] = u8::from_str_radix(part, 16)?;
+    }
+    Ok(b)
 }

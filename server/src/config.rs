@@ -59,10 +59,28 @@ pub enum DhcpCommand {
         /// The interface to ask on.
         #[arg(long, value_name = "IFACE")]
         interface: String,
-        /// How long to wait for offers, in seconds (1-60).
-        #[arg(long, value_name = "SECS", default_value_t = 3)]
+        /// How long to wait for offers, in seconds (1-60). Servers may check an address
+        /// is unused before offering it (dnsmasq pings it for 3 s).
+        #[arg(long, value_name = "SECS", default_value_t = 5)]
         wait_secs: u64,
+        /// Ask as this kind of client: `plain` (no PXE options: what a server or laptop
+        /// sends), or as PXE firmware would: `bios`, `uefi`, `uefi-http`, `ipxe`.
+        #[arg(long = "as", value_enum, value_name = "CLIENT", default_value_t = ProbeAs::Plain)]
+        client: ProbeAs,
+        /// The hardware address to ask with [default: a random locally administered one].
+        #[arg(long, value_name = "MAC")]
+        mac: Option<String>,
     },
+}
+
+/// The kind of client `dragonfly dhcp probe` pretends to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProbeAs {
+    Plain,
+    Bios,
+    Uefi,
+    UefiHttp,
+    Ipxe,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,11 @@ use utoipa::ToSchema;
 
 /// Requests kept for display.
 pub const RECENT: usize = 20;
+/// Hardware addresses not yet known as machines whose DHCP steps are kept for the timeline
+/// they will have once they register, and how many steps each, and for how long.
+const PENDING_MACS: usize = 4096;
+const PENDING_STEPS: usize = 4;
+const PENDING_MS: i64 = 15 * 60 * 1000;
 
 /// One PXE request and its outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -54,6 +59,8 @@ pub struct DhcpStatus {
     ignored: AtomicU64,
     dropped: AtomicU64,
     recent: Mutex<VecDeque<PxeSeen>>,
+    /// Steps of clients that are not machines yet, by MAC: (first seen ms, steps).
+    pending: Mutex<std::collections::HashMap<String, (i64, Vec<PxeSeen>)>>,
 }
 
 impl DhcpStatus {
@@ -89,6 +96,38 @@ impl DhcpStatus {
             recent.pop_back();
         }
         recent.push_front(seen);
+    }
+
+    /// Keeps a step of a client not known as a machine, for its timeline once it registers.
+    /// Bounded: at most [`PENDING_STEPS`] per MAC, [`PENDING_MACS`] MACs, 15 minutes.
+    pub fn pending(&self, seen: &PxeSeen, now_ms: i64) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if p.len() >= PENDING_MACS && !p.contains_key(&seen.mac) {
+            p.retain(|_, (at, _)| now_ms - *at < PENDING_MS);
+            if p.len() >= PENDING_MACS {
+                return;
+            }
+        }
+        let entry = p
+            .entry(seen.mac.clone())
+            .or_insert_with(|| (now_ms, Vec::new()));
+        if entry.1.len() < PENDING_STEPS {
+            entry.1.push(seen.clone());
+        }
+    }
+
+    /// The steps kept for `mac` (oldest first), forgotten here.
+    pub fn take_pending(&self, mac: &str, now_ms: i64) -> Vec<PxeSeen> {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match p.remove(mac) {
+            Some((at, steps)) if now_ms - at < PENDING_MS => steps,
+            _ => Vec::new(),
+        }
+    }
+
+    /// A request answered and not worth a line (a plain client's address in full mode).
+    pub fn answered(&self) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request not answered and not worth a line (a plain client in proxy mode).
@@ -146,5 +185,28 @@ mod tests {
         assert_eq!((v.answered, v.ignored, v.dropped), (13, 12, 1));
         assert_eq!(v.mode, "proxy");
         assert!(!DhcpStatus::off().is_on());
+    }
+
+    #[test]
+    fn steps_of_unknown_clients_wait_for_their_registration_bounded() {
+        let s = DhcpStatus::on("proxy", "eth1", Ipv4Addr::new(10, 0, 0, 1));
+        let seen = |mac: &str| PxeSeen {
+            at: String::new(),
+            mac: mac.into(),
+            firmware: "BIOS".into(),
+            message: "DISCOVER".into(),
+            answer: "offered".into(),
+        };
+        for _ in 0..10 {
+            s.pending(&seen("a"), 0);
+        }
+        assert_eq!(s.take_pending("a", 1000).len(), PENDING_STEPS);
+        assert!(s.take_pending("a", 1000).is_empty(), "taken once");
+        s.pending(&seen("b"), 0);
+        assert!(s.take_pending("b", PENDING_MS + 1).is_empty(), "too old");
+        for i in 0..(PENDING_MACS + 10) {
+            s.pending(&seen(&format!("m{i}")), 0);
+        }
+        assert_eq!(s.pending.lock().unwrap().len(), PENDING_MACS);
     }
 }

@@ -187,9 +187,13 @@ pub async fn serve(
     } else {
         "http"
     };
-    let base_url = match &config.base_url {
-        Some(u) => u.clone(),
-        None => derive_base_url(bound).replacen("http", scheme, 1),
+    let base_url = match (&config.base_url, &config.dhcp) {
+        (Some(u), _) => u.clone(),
+        // Machines that boot through Dragonfly's DHCP reach it on that interface.
+        (None, Some(d)) if bound.ip().is_unspecified() => {
+            format!("{scheme}://{}:{}", d.server_ip, bound.port())
+        }
+        (None, _) => derive_base_url(bound).replacen("http", scheme, 1),
     };
     // With a Kubernetes connection (and unless told otherwise), assignments become
     // Tinkerbell workflows and their progress comes back as machine states; without one the

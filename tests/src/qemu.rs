@@ -16,6 +16,17 @@ pub struct Identity {
     pub disk: &'static str,
 }
 
+/// The firmware a VM boots with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, PXE through the NIC's iPXE option ROM.
+    Bios,
+    /// OVMF, PXE (TFTP).
+    Uefi,
+    /// OVMF, HTTP boot.
+    UefiHttp,
+}
+
 pub struct Vm {
     child: tokio::process::Child,
     disk: PathBuf,
@@ -27,8 +38,38 @@ pub struct Vm {
 
 impl Vm {
     /// Starts a VM that PXE-boots from `server` (which must be reachable as 10.0.2.2), with
-    /// a `disk_bytes` sparse disk and `memory_mb` of RAM.
+    /// a `disk_bytes` sparse disk and `memory_mb` of RAM: QEMU's own DHCP (user networking)
+    /// names the boot script.
     pub fn boot(server: &Server, id: &Identity, uefi: bool, disk_bytes: u64, memory_mb: u32) -> Vm {
+        let port = server.url.rsplit(':').next().unwrap().to_string();
+        let firmware = if uefi { Firmware::Uefi } else { Firmware::Bios };
+        let net = format!("user,id=n0,bootfile=http://10.0.2.2:{port}/boot/boot.ipxe");
+        Vm::spawn(None, &net, id, firmware, disk_bytes, memory_mb)
+    }
+
+    /// Starts a VM in network namespace `netns` on its tap device `tap` (on a bridge): it
+    /// finds its boot server through whatever DHCP servers that network has. UEFI VMs boot
+    /// with the firmware's own network stack (no iPXE option ROM), as real UEFI machines do.
+    pub fn boot_on_tap(
+        netns: &str,
+        tap: &str,
+        id: &Identity,
+        firmware: Firmware,
+        disk_bytes: u64,
+        memory_mb: u32,
+    ) -> Vm {
+        let net = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
+        Vm::spawn(Some(netns), &net, id, firmware, disk_bytes, memory_mb)
+    }
+
+    fn spawn(
+        netns: Option<&str>,
+        netdev: &str,
+        id: &Identity,
+        firmware: Firmware,
+        disk_bytes: u64,
+        memory_mb: u32,
+    ) -> Vm {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("disk.img");
         std::fs::File::create(&disk)
@@ -37,13 +78,19 @@ impl Vm {
             .unwrap();
         let serial = dir.path().join("serial.log");
         let stderr = dir.path().join("qemu.stderr");
-        let port = server.url.rsplit(':').next().unwrap().to_string();
         let (accel, cpu) = accel();
-        let mut cmd = tokio::process::Command::new("qemu-system-x86_64");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            None => tokio::process::Command::new("qemu-system-x86_64"),
+        };
         cmd.args(["-machine", "q35", "-accel", accel, "-cpu", cpu, "-smp", "1"])
             .arg("-m")
             .arg(memory_mb.to_string());
-        if uefi {
+        if firmware != Firmware::Bios {
             let vars = dir.path().join("vars.fd");
             std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
                 .expect("OVMF (scripts/deps.sh netboot)");
@@ -56,18 +103,28 @@ impl Vm {
                 vars.display()
             ));
         }
+        if firmware == Firmware::UefiHttp {
+            // OVMF offers PXE before HTTP boot: without PXE, HTTP boot is what it does.
+            cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
+            cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=n"]);
+        }
+        // QEMU's NIC option ROM is iPXE, which would take over from the UEFI firmware's own
+        // PXE and HTTP boot: off for those VMs on a tap (user networking keeps it).
+        let rom = if netns.is_some() && firmware != Firmware::Bios {
+            ",romfile="
+        } else {
+            ""
+        };
         cmd.arg("-smbios")
             .arg(format!(
                 "type=1,manufacturer=Dragonfly E2E,product=Test VM,serial={},uuid={}",
                 id.serial, id.uuid
             ))
             .arg("-netdev")
-            .arg(format!(
-                "user,id=n0,bootfile=http://10.0.2.2:{port}/boot/boot.ipxe"
-            ))
+            .arg(netdev)
             .arg("-device")
             .arg(format!(
-                "virtio-net-pci,netdev=n0,mac={},bootindex=1",
+                "virtio-net-pci,netdev=n0,mac={},bootindex=1{rom}",
                 id.mac
             ))
             .arg("-drive")

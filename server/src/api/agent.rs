@@ -22,7 +22,7 @@ use crate::auth::ratelimit::RegistrationLimiter;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::machines::native::PhoneHome;
-use crate::machines::{AgentKey, AgentMachine as Agent, Machines, Waiter};
+use crate::machines::{Actor, AgentKey, AgentMachine as Agent, MachineEvent, Machines, Waiter};
 use crate::metrics::Metrics;
 
 /// The header carrying the enrollment secret (the agent reads it from `dragonfly.secret=`).
@@ -76,11 +76,14 @@ where
         (status = 422, description = "Invalid value", body = crate::error::ErrorBody),
     )
 )]
+// Each extractor is one part of the state this handler uses (see state.rs).
+#[allow(clippy::too_many_arguments)]
 pub async fn register(
     State(machines): State<Machines>,
     State(settings): State<Arc<Settings>>,
     State(metrics): State<Arc<Metrics>>,
     State(limiter): State<Arc<RegistrationLimiter>>,
+    State(dhcp): State<Arc<crate::dhcp_status::DhcpStatus>>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<RegisterRequest>,
@@ -98,9 +101,23 @@ pub async fn register(
             ));
         }
     }
+    let mac = dragonfly_proto::normalize_mac(&req.report.boot_mac).ok();
     let resp = machines.register(req).await?;
     metrics.registrations.inc();
     tracing::info!(machine = %resp.machine_id, "agent registered");
+    // What Dragonfly's DHCP told this machine before it was one goes on its timeline.
+    if let Some(mac) = mac.filter(|_| dhcp.is_on()) {
+        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+        for step in dhcp.take_pending(&mac, now) {
+            let text = format!(
+                "DHCP {} ({}): {} (at {}, before it registered)",
+                step.message, step.firmware, step.answer, step.at
+            );
+            let _ = machines
+                .note(&resp.machine_id, MachineEvent::PxeBoot, Actor::Boot, text)
+                .await;
+        }
+    }
     Ok(Json(resp))
 }
 

@@ -47,7 +47,8 @@ const MAX_TRACKED: usize = 16_384;
 /// How long a full-mode OFFER holds its address for the client's REQUEST.
 const OFFER_HOLD_SECS: u32 = 60;
 /// How long the start-up probe listens for other DHCP servers.
-const PROBE_WAIT: Duration = Duration::from_secs(3);
+/// (dnsmasq, for one, pings an address for 3 s before offering it.)
+const PROBE_WAIT: Duration = Duration::from_secs(5);
 
 /// The running service's shared parts.
 struct Service {
@@ -70,12 +71,17 @@ pub async fn start(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     if cfg.mode == DhcpMode::Full {
-        let others: Vec<_> = probe::probe(&cfg.interface, PROBE_WAIT)
-            .await
-            .with_context(|| format!("cannot probe {} for other DHCP servers", cfg.interface))?
-            .into_iter()
-            .filter(|o| o.server != cfg.server_ip)
-            .collect();
+        let others: Vec<_> = probe::probe(
+            &cfg.interface,
+            PROBE_WAIT,
+            crate::config::ProbeAs::Plain,
+            None,
+        )
+        .await
+        .with_context(|| format!("cannot probe {} for other DHCP servers", cfg.interface))?
+        .into_iter()
+        .filter(|o| o.server != cfg.server_ip)
+        .collect();
         if !others.is_empty() {
             let list = others
                 .iter()
@@ -340,6 +346,9 @@ impl Service {
         if req.pxe || req.ipxe || client.is_some() {
             self.record(req, &client, &firmware, message, answer, true)
                 .await;
+        } else {
+            tracing::debug!(mac = %req.mac, message, %answer, "DHCP");
+            self.status.answered();
         }
         let to = if port == PXE_PORT {
             peer
@@ -430,15 +439,18 @@ impl Service {
                 )
                 .await;
         }
-        self.status.saw(
-            PxeSeen {
-                at: rfc3339(crate::clock::Clock::now_ms(&crate::clock::SystemClock)),
-                mac: req.mac.clone(),
-                firmware: firmware.to_string(),
-                message: message.to_string(),
-                answer,
-            },
-            answered,
-        );
+        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+        let seen = PxeSeen {
+            at: rfc3339(now),
+            mac: req.mac.clone(),
+            firmware: firmware.to_string(),
+            message: message.to_string(),
+            answer,
+        };
+        if client.is_none() {
+            // Not a machine yet: these steps go on its timeline when it registers.
+            self.status.pending(&seen, now);
+        }
+        self.status.saw(seen, answered);
     }
 }

@@ -132,10 +132,10 @@ impl Machines {
     pub async fn dhcp_client(&self, mac: &str) -> Result<Option<DhcpClient>> {
         let mac = mac.to_string();
         let row = self.db.read(move |c| store::client(c, &mac)).await?;
-        Ok(row.map(|(machine_id, pxe, ip)| DhcpClient {
-            machine_id,
-            pxe: PxeMode::parse(pxe.as_deref()),
-            reserved_ip: ip.and_then(|i| i.parse().ok()),
+        Ok(row.map(|r| DhcpClient {
+            machine_id: r.machine_id,
+            pxe: PxeMode::parse(r.pxe.as_deref()),
+            reserved_ip: r.reserved_ip.and_then(|i| i.parse().ok()),
         }))
     }
 
@@ -161,7 +161,7 @@ impl Machines {
                     .collect();
                 let free = |ip: &Ipv4Addr| pool.in_range(*ip) && !taken.contains(ip);
                 let reserved = store::client(tx, &mac)?
-                    .and_then(|(_, _, ip)| ip)
+                    .and_then(|r| r.reserved_ip)
                     .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
                     .filter(|ip| pool.in_subnet(*ip));
                 let previous = store::lease_of(tx, &mac)?.and_then(|s| s.parse().ok());

@@ -46,17 +46,27 @@ pub fn reserved_by(conn: &Connection, ip: &str) -> Result<Option<String>, StoreE
         .optional()?)
 }
 
+/// A known machine as DHCP sees it.
+pub struct ClientRow {
+    pub machine_id: String,
+    pub pxe: Option<String>,
+    pub reserved_ip: Option<String>,
+}
+
 /// The known machine booting from `mac`: its id, PXE setting and reserved address.
-pub fn client(
-    conn: &Connection,
-    mac: &str,
-) -> Result<Option<(String, Option<String>, Option<String>)>, StoreError> {
+pub fn client(conn: &Connection, mac: &str) -> Result<Option<ClientRow>, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT m.id, n.pxe, n.reserved_ip FROM machines m
              LEFT JOIN machine_netboot n ON n.machine_id = m.id WHERE m.boot_mac = ?1",
         )?
-        .query_row([mac], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([mac], |r| {
+            Ok(ClientRow {
+                machine_id: r.get(0)?,
+                pxe: r.get(1)?,
+                reserved_ip: r.get(2)?,
+            })
+        })
         .optional()?)
 }
 

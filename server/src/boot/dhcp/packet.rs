@@ -293,8 +293,10 @@ pub fn reply(
     out
 }
 
-/// A DISCOVER as a plain (non-PXE) client sends it: for probing a network for DHCP servers.
-pub fn discover(chaddr: [u8; 6], xid: u32) -> Vec<u8> {
+/// A DISCOVER as `client` sends it (a plain client has no PXE options): for probing a
+/// network for DHCP servers.
+pub fn discover(chaddr: [u8; 6], xid: u32, client: crate::config::ProbeAs) -> Vec<u8> {
+    use crate::config::ProbeAs;
     let mut msg = Message::new_with_id(
         xid,
         Ipv4Addr::UNSPECIFIED,
@@ -311,6 +313,22 @@ pub fn discover(chaddr: [u8; 6], xid: u32) -> Vec<u8> {
         OptionCode::Router,
         OptionCode::DomainNameServer,
     ]));
+    let (class, arch): (&[u8], u16) = match client {
+        ProbeAs::Plain => (b"", 0),
+        ProbeAs::Bios | ProbeAs::Ipxe => (b"PXEClient:Arch:00000:UNDI:002001", 0),
+        ProbeAs::Uefi => (b"PXEClient:Arch:00007:UNDI:003016", 7),
+        ProbeAs::UefiHttp => (b"HTTPClient:Arch:00016:UNDI:003001", 16),
+    };
+    if !class.is_empty() {
+        opts.insert(DhcpOption::ClassIdentifier(class.to_vec()));
+        opts.insert(DhcpOption::ClientSystemArchitecture(Architecture(arch)));
+        let mut uuid = vec![0u8];
+        uuid.extend_from_slice(&xid.to_be_bytes().repeat(4));
+        opts.insert(DhcpOption::ClientMachineIdentifier(uuid));
+    }
+    if client == ProbeAs::Ipxe {
+        opts.insert(DhcpOption::UserClass(b"iPXE".to_vec()));
+    }
     let mut out = Vec::with_capacity(MIN_REPLY);
     if msg.encode(&mut Encoder::new(&mut out)).is_err() {
         return Vec::new();
@@ -614,8 +632,31 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_asks_as_each_kind_of_firmware() {
+        use crate::config::ProbeAs;
+        let want = [
+            (ProbeAs::Bios, Boot::Tftp("undionly.kpxe")),
+            (ProbeAs::Uefi, Boot::Tftp("snponly.efi")),
+            (
+                ProbeAs::UefiHttp,
+                Boot::Http(format!("{BASE}/boot/efi/snponly.efi")),
+            ),
+            (ProbeAs::Ipxe, Boot::Http(format!("{BASE}/boot/boot.ipxe"))),
+        ];
+        for (client, boot) in want {
+            let req = parse(&discover(MAC, 1, client)).unwrap();
+            assert!(req.pxe, "{client:?}");
+            assert_eq!(
+                choose(&req, UefiBinary::Snponly, BASE).unwrap(),
+                boot,
+                "{client:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_probe_reads_only_offers_to_its_own_discover() {
-        let d = discover(MAC, 7);
+        let d = discover(MAC, 7, crate::config::ProbeAs::Plain);
         let req = parse(&d).unwrap();
         assert!(!req.pxe && req.broadcast && req.kind == MessageType::Discover);
         let lease = Lease {

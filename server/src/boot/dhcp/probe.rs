@@ -10,12 +10,19 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use super::packet::{self, Offer};
+use crate::config::ProbeAs;
 
 /// Offers kept at most (a hostile network could send any number).
 const MAX_OFFERS: usize = 64;
 
-/// The OFFERs seen on `interface` within `wait`, one per server.
-pub async fn probe(interface: &str, wait: Duration) -> anyhow::Result<Vec<Offer>> {
+/// The OFFERs seen on `interface` within `wait`, one per server, to a DISCOVER sent as
+/// `client` from `mac` (default: a random locally administered address).
+pub async fn probe(
+    interface: &str,
+    wait: Duration,
+    client: ProbeAs,
+    mac: Option<[u8; 6]>,
+) -> anyhow::Result<Vec<Offer>> {
     let what = || format!("cannot listen on {interface} port 68 for DHCP offers");
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).with_context(what)?;
     s.set_reuse_address(true).with_context(what)?;
@@ -26,12 +33,15 @@ pub async fn probe(interface: &str, wait: Duration) -> anyhow::Result<Vec<Offer>
     s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).into())
         .with_context(what)?;
     let socket = UdpSocket::from_std(s.into()).with_context(what)?;
-    let mut mac: [u8; 6] = rand::random();
-    mac[0] = (mac[0] | 0x02) & 0xfe;
+    let mac = mac.unwrap_or_else(|| {
+        let mut m: [u8; 6] = rand::random();
+        m[0] = (m[0] | 0x02) & 0xfe;
+        m
+    });
     let xid: u32 = rand::random();
     socket
         .send_to(
-            &packet::discover(mac, xid),
+            &packet::discover(mac, xid, client),
             SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
         )
         .await
