@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers that face the network with cargo-fuzz (libFuzzer): MAC addresses and
-# `/boot/{mac}.ipxe` names (mac), TFTP datagrams (tftp_packet), agent hardware reports
+# `/boot/{mac}.ipxe` names (mac), TFTP datagrams (tftp_packet), DHCP requests (dhcp_packet), agent hardware reports
 # (report_json), and the agent's qcow2 reader (qcow2, seeded with small files qemu-img made).
 # Each target runs for SECONDS, from its seeds in fuzz/seeds/ (report_json
 # also from the agent's fixtures) plus what earlier runs on this machine found.
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-20}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(mac tftp_packet report_json qcow2)
+[ ${#targets[@]} -gt 0 ] || targets=(mac tftp_packet dhcp_packet report_json qcow2)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "==> installing cargo-fuzz"

@@ -4,6 +4,15 @@
 #   scripts/lab.sh                        one BIOS VM against a fresh local server
 #   scripts/lab.sh --count 3 --firmware uefi
 #   scripts/lab.sh --server http://127.0.0.1:3000 --token dfo_...   use a running server
+#   sudo scripts/lab.sh --network bridge --firmware uefi-http   Dragonfly's own proxyDHCP
+#
+# --network user (the default): QEMU's user network and its built-in DHCP, which names the
+# server's boot.ipxe. --network bridge (root): a private network in namespaces
+# (scripts/netns.sh: a bridge, dnsmasq as the "site's" DHCP server handing out addresses
+# only); the lab's server runs with `--dhcp proxy` on the host end of it and the VMs sit on
+# tap devices, so each PXE request and answer is on the dashboard's "PXE requests" list.
+# --dhcp full there runs Dragonfly as the only DHCP server instead of dnsmasq. Firmware
+# uefi-http (bridge only) boots with OVMF's HTTP boot. No real network is touched.
 #
 # Without --server it starts target/x86_64-unknown-linux-musl/release/dragonfly (built first
 # unless --no-build) on 127.0.0.1 with a fresh database in lab/, --base-url
@@ -35,18 +44,21 @@
 # with --no-assign) within --timeout seconds (default 120; 900 for a native install). QEMU
 # and the server are stopped on exit.
 #
-# Options: --count N, --firmware bios|uefi, --server URL, --token T, --port P, --assign OS,
+# Options: --count N, --firmware bios|uefi|uefi-http, --network user|bridge, --dhcp proxy|full,
+#          --server URL, --token T, --port P, --assign OS,
 #          --no-assign, --timeout S (120), --memory MB (512), --accel tcg|kvm (probed),
 #          --boot-dir DIR, --no-build, --keep (leave the VMs running until Ctrl-C)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 count=1 firmware=bios server="" token=${DRAGONFLY_TOKEN:-} port="" assign=default
-timeout="" memory=512 accel="" build=1 keep=0 boot_dir=out/netboot
+timeout="" memory=512 accel="" build=1 keep=0 boot_dir=out/netboot network=user dhcp=proxy
 while [ $# -gt 0 ]; do
   case "$1" in
     --count) count=${2:?}; shift ;;
     --firmware) firmware=${2:?}; shift ;;
+    --network) network=${2:?}; shift ;;
+    --dhcp) dhcp=${2:?}; shift ;;
     --server) server=${2:?}; shift ;;
     --token) token=${2:?}; shift ;;
     --port) port=${2:?}; shift ;;
@@ -63,7 +75,18 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-case "$firmware" in bios | uefi) ;; *) echo "error: --firmware bios|uefi" >&2; exit 2 ;; esac
+case "$firmware" in bios | uefi | uefi-http) ;; *) echo "error: --firmware bios|uefi|uefi-http" >&2; exit 2 ;; esac
+case "$network" in user | bridge) ;; *) echo "error: --network user|bridge" >&2; exit 2 ;; esac
+case "$dhcp" in proxy | full) ;; *) echo "error: --dhcp proxy|full" >&2; exit 2 ;; esac
+if [ "$network" = bridge ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "error: --network bridge builds network namespaces: run as root" >&2; exit 2; }
+  [ -z "$server" ] || { echo "error: --network bridge runs its own server (no --server)" >&2; exit 2; }
+elif [ "$firmware" = uefi-http ]; then
+  echo "error: --firmware uefi-http needs --network bridge (QEMU's user network has no HTTP boot)" >&2
+  exit 2
+fi
+netns=dfly-lab
+prefix=10.213.0
 [[ "$count" =~ ^[1-9][0-9]*$ ]] || { echo "error: --count N (N >= 1)" >&2; exit 2; }
 
 lab=lab
@@ -72,6 +95,7 @@ say() { printf '%s\n' "$*"; }
 now_ms() { date +%s%3N; }
 
 scripts/deps.sh netboot
+[ "$network" = user ] || scripts/deps.sh dhcp
 
 # ---- QEMU acceleration: KVM only when the CPU offers it and a probe VM actually runs -------
 # (/dev/kvm can exist without a vmx/svm CPU flag: a KVM guest then starts but never prints)
@@ -94,6 +118,7 @@ cleanup() {
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ "$network" = user ] || scripts/netns.sh down "$netns"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -144,10 +169,21 @@ else
   token=$("$bin" admin create-token --db "$lab/dragonfly.db" --name lab 2> "$lab/token.log") \
     || { cat "$lab/token.log" >&2; exit 1; }
   api=http://127.0.0.1:$port
-  guest_base=http://10.0.2.2:$port
   server_log=$lab/server.log
-  "$bin" --host 127.0.0.1 --port "$port" --db "$lab/dragonfly.db" --base-url "$guest_base" \
-    --boot-dir "$boot_dir" > "$server_log" 2>&1 &
+  if [ "$network" = bridge ]; then
+    scripts/netns.sh down "$netns"
+    scripts/netns.sh up "$netns" "$prefix"
+    [ "$dhcp" = full ] || scripts/netns.sh dnsmasq "$netns" "$(realpath "$lab")"
+    guest_base=http://$prefix.1:$port
+    dhcp_flags=(--dhcp "$dhcp" --dhcp-interface "$netns")
+    [ "$dhcp" = proxy ] || dhcp_flags+=(--dhcp-range "$prefix.100-$prefix.199" --dhcp-gateway "$prefix.1")
+    "$bin" --host 0.0.0.0 --port "$port" --db "$lab/dragonfly.db" --boot-dir "$boot_dir" \
+      "${dhcp_flags[@]}" > "$server_log" 2>&1 &
+  else
+    guest_base=http://10.0.2.2:$port
+    "$bin" --host 127.0.0.1 --port "$port" --db "$lab/dragonfly.db" --base-url "$guest_base" \
+      --boot-dir "$boot_dir" > "$server_log" 2>&1 &
+  fi
   pids+=($!)
   for _ in $(seq 1 100); do
     curl -fsS "$api/healthz" > /dev/null 2>&1 && break
@@ -156,6 +192,8 @@ else
   done
   curl -fsS "$api/healthz" > /dev/null || { echo "error: the server did not come up" >&2; exit 1; }
   say "==> server $api (guests: $guest_base), log $server_log"
+  [ "$network" = user ] || say "==> network $prefix.0/24 in namespace $netns: DHCP $dhcp" \
+    "$([ "$dhcp" = proxy ] && echo "beside dnsmasq ($prefix.2, log $lab/dnsmasq.log)")"
 fi
 
 # ---- what an assignment does: the native install or a Tinkerbell chainload --------------------
@@ -179,7 +217,7 @@ milestones=(netboot init registered chainload hookos)
 [ "$installer" = native ] && milestones=(netboot init registered installing written installed)
 [ -n "$assign" ] || milestones=(netboot init registered)
 last=${milestones[-1]}
-say "==> $count VM(s), $firmware firmware, $accel, -m $memory; target milestone: $last"
+say "==> $count VM(s), $firmware firmware, $network network, $accel, -m $memory; target milestone: $last"
 
 for i in $(seq 1 "$count"); do
   m=$(printf '52:54:00:df:%02x:%02x' $((i / 256)) $((i % 256)))
@@ -188,19 +226,34 @@ for i in $(seq 1 "$count"); do
   rm -f "$lab/vm$i".*
   truncate -s 8G "$lab/vm$i.disk"
   fw=()
-  if [ "$firmware" = uefi ]; then
+  if [ "$firmware" != bios ]; then
     cp /usr/share/OVMF/OVMF_VARS_4M.fd "$lab/vm$i.vars.fd"
     fw=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
       -drive "if=pflash,format=raw,unit=1,file=$lab/vm$i.vars.fd")
   fi
+  # OVMF offers PXE before HTTP boot: without PXE it boots over HTTP.
+  [ "$firmware" = uefi-http ] && fw+=(-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=n
+    -fw_cfg name=opt/org.tianocore/IPv6Support,string=n)
+  if [ "$network" = bridge ]; then
+    scripts/netns.sh tap "$netns" "tap$i"
+    run=(ip netns exec "$netns" qemu-system-x86_64)
+    netdev="tap,id=n0,ifname=tap$i,script=no,downscript=no"
+    # QEMU's NIC ROM is iPXE: UEFI machines use the firmware's own PXE and HTTP boot instead.
+    rom=""
+    [ "$firmware" = bios ] || rom=",romfile="
+  else
+    run=(qemu-system-x86_64)
+    netdev="user,id=n0,bootfile=$guest_base/boot/boot.ipxe"
+    rom=""
+  fi
   start[i]=$(now_ms)
-  qemu-system-x86_64 -name "dragonfly-lab-vm$i" -machine q35 -accel "$accel" -cpu "$cpu" \
+  "${run[@]}" -name "dragonfly-lab-vm$i" -machine q35 -accel "$accel" -cpu "$cpu" \
     -smp 1 -m "$memory" "${fw[@]}" \
     -smbios "type=1,manufacturer=Dragonfly Lab,product=Lab VM,version=1,serial=DFLAB-$n,uuid=d4a90000-1ab0-4000-8000-$(printf '%012x' "$i"),sku=LAB,family=Lab" \
     -smbios "type=2,manufacturer=Dragonfly Lab,product=Lab Board,serial=DFBOARD-$n" \
     -smbios "type=3,manufacturer=Dragonfly Lab,serial=DFCHASSIS-$n,asset=lab-vm$i" \
-    -netdev "user,id=n0,bootfile=$guest_base/boot/boot.ipxe" \
-    -device "virtio-net-pci,netdev=n0,mac=$m,bootindex=1" \
+    -netdev "$netdev" \
+    -device "virtio-net-pci,netdev=n0,mac=$m,bootindex=1$rom" \
     -drive "if=none,id=d0,format=raw,file=$lab/vm$i.disk" \
     -device "virtio-blk-pci,drive=d0,serial=DFDISK-$n,bootindex=2" \
     -display none -monitor none -serial "file:$lab/vm$i.serial.log" \

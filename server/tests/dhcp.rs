@@ -344,3 +344,38 @@ async fn healthz_says_the_dhcp_service_is_off_by_default() {
     assert_eq!(h["dhcp"]["mode"], "off", "{h}");
     assert_eq!(h["dhcp"]["recent"], json!([]), "{h}");
 }
+
+#[tokio::test]
+async fn the_dashboard_and_healthz_show_the_dhcp_service_and_its_last_requests() {
+    let mut args = dhcp_args(DhcpMode::Proxy);
+    args.dhcp_interface = Some("lo".into());
+    let s = TestServer::start_custom(None, |c| c.dhcp = Dhcp::resolve(&args).unwrap()).await;
+    let html = s.get("/").await.text().await.unwrap();
+    assert!(
+        html.contains("proxyDHCP: boot information for PXE clients"),
+        "{html}"
+    );
+    assert!(html.contains("lo 127.0.0.1"), "{html}");
+    assert!(html.contains("None yet"), "{html}");
+    s.state.dhcp.saw(
+        dragonfly::dhcp_status::PxeSeen {
+            at: "2026-12-03T00:00:00.000Z".into(),
+            mac: "52:54:00:aa:bb:cc".into(),
+            firmware: "UEFI x64".into(),
+            message: "DISCOVER".into(),
+            answer: "offered snponly.efi over TFTP".into(),
+        },
+        true,
+    );
+    let html = s.get("/").await.text().await.unwrap();
+    let table = &html[html
+        .find("id=\"pxe-requests\"")
+        .expect("the requests table")..];
+    assert!(table.contains("52:54:00:aa:bb:cc"), "{table}");
+    assert!(table.contains("offered snponly.efi over TFTP"), "{table}");
+    let h = expect_json(s.get("/healthz").await, StatusCode::OK).await;
+    assert_eq!(h["dhcp"]["mode"], "proxy");
+    assert_eq!(h["dhcp"]["interface"], "lo");
+    assert_eq!(h["dhcp"]["answered"], 1);
+    assert_eq!(h["dhcp"]["recent"][0]["firmware"], "UEFI x64", "{h}");
+}

@@ -131,6 +131,11 @@ fn fields() -> Vec<(&'static str, &'static str, Value)> {
         ),
         ("RuleInput", "name", json!({"pattern": NOT_BLANK})),
         (
+            "Netboot",
+            "reserved_ip",
+            json!({"pattern": crate::machines::netboot::HOST_ADDRESS_PATTERN}),
+        ),
+        (
             "CreateToken",
             "name",
             json!({"minLength": 1, "maxLength": 64, "pattern": NOT_BLANK}),

@@ -57,8 +57,58 @@ struct Service {
     status: Arc<DhcpStatus>,
     /// `scheme://server-ip:port`: where boot scripts and EFI binaries are fetched.
     http_base: String,
+    limiter: Limiter,
+}
+
+/// Requests admitted per hardware address and overall, in bounded memory.
+pub struct Limiter {
     per_mac: DefaultKeyedRateLimiter<[u8; 6]>,
     total: DefaultDirectRateLimiter,
+    max_tracked: usize,
+}
+
+impl Limiter {
+    pub fn new(
+        per_mac_per_sec: u32,
+        per_mac_burst: u32,
+        total_per_sec: u32,
+        max_tracked: usize,
+    ) -> Limiter {
+        let quota = |per_sec: u32, burst: u32| {
+            Quota::per_second(NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+        };
+        Limiter {
+            per_mac: RateLimiter::keyed(quota(per_mac_per_sec, per_mac_burst)),
+            total: RateLimiter::direct(quota(total_per_sec, total_per_sec)),
+            max_tracked,
+        }
+    }
+
+    /// Whether a request from `mac` may be answered now.
+    pub fn admit(&self, mac: &[u8; 6]) -> bool {
+        if self.total.check().is_err() {
+            return false;
+        }
+        if self.per_mac.len() >= self.max_tracked {
+            self.per_mac.retain_recent();
+            if self.per_mac.len() >= self.max_tracked {
+                return false;
+            }
+        }
+        self.per_mac.check_key(mac).is_ok()
+    }
+
+    /// Forgets addresses whose budget is full again.
+    pub fn tidy(&self) {
+        self.per_mac.retain_recent();
+        self.per_mac.shrink_to_fit();
+    }
+
+    /// Hardware addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.per_mac.len()
+    }
 }
 
 /// Opens the sockets (after the probe, in full mode) and serves until `stop` turns true.
@@ -101,10 +151,6 @@ pub async fn start(
             }
         }
     }
-    let quota = |per_sec: u32, burst: u32| {
-        Quota::per_second(NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
-    };
     let main = bind(&cfg.interface, 67)?;
     let pxe = match cfg.mode {
         DhcpMode::Proxy => Some(bind(&cfg.interface, PXE_PORT)?),
@@ -122,8 +168,7 @@ pub async fn start(
         machines,
         status,
         http_base,
-        per_mac: RateLimiter::keyed(quota(PER_MAC_PER_SEC, PER_MAC_BURST)),
-        total: RateLimiter::direct(quota(TOTAL_PER_SEC, TOTAL_PER_SEC)),
+        limiter: Limiter::new(PER_MAC_PER_SEC, PER_MAC_BURST, TOTAL_PER_SEC, MAX_TRACKED),
     });
     tokio::spawn(serve(service.clone(), main, 67, stop.clone()));
     if let Some(socket) = pxe {
@@ -161,8 +206,7 @@ async fn serve(
         let (n, peer) = tokio::select! {
             () = &mut stopped => return,
             _ = tidy.tick() => {
-                service.per_mac.retain_recent();
-                service.per_mac.shrink_to_fit();
+                service.limiter.tidy();
                 continue;
             }
             r = socket.recv_from(&mut buf) => match r {
@@ -187,7 +231,7 @@ async fn serve(
                 continue;
             }
         };
-        if !service.admit(&req) {
+        if !service.limiter.admit(&req.chaddr) {
             tracing::debug!(%peer, mac = %req.mac, "DHCP request over the rate limit: dropped");
             service.status.ignored();
             continue;
@@ -205,19 +249,6 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
 }
 
 impl Service {
-    fn admit(&self, req: &Request) -> bool {
-        if self.total.check().is_err() {
-            return false;
-        }
-        if self.per_mac.len() >= MAX_TRACKED {
-            self.per_mac.retain_recent();
-            if self.per_mac.len() >= MAX_TRACKED {
-                return false;
-            }
-        }
-        self.per_mac.check_key(&req.chaddr).is_ok()
-    }
-
     /// The reply to one request and where it goes, or `None` (with the reason recorded).
     async fn handle(
         &self,
@@ -452,5 +483,45 @@ impl Service {
             self.status.pending(&seen, now);
         }
         self.status.saw(seen, answered);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_client_is_held_to_its_burst() {
+        let l = Limiter::new(1, 5, 10_000, 100);
+        let mac = [2, 0, 0, 0, 0, 1];
+        let admitted = (0..50).filter(|_| l.admit(&mac)).count();
+        assert_eq!(admitted, 5);
+        assert!(l.admit(&[2, 0, 0, 0, 0, 2]), "others are not held back");
+    }
+
+    #[test]
+    fn a_flood_of_new_addresses_is_tracked_in_bounded_memory() {
+        let l = Limiter::new(1, 5, 1_000_000, 1_000);
+        let mut admitted = 0;
+        for i in 0..20_000u32 {
+            let b = i.to_be_bytes();
+            if l.admit(&[2, 0, b[0], b[1], b[2], b[3]]) {
+                admitted += 1;
+            }
+            assert!(l.tracked() <= 1_000);
+        }
+        assert_eq!(admitted, 1_000, "new addresses wait once the table is full");
+    }
+
+    #[test]
+    fn everyone_together_is_held_to_the_total() {
+        let l = Limiter::new(100, 100, 50, 100_000);
+        let admitted = (0..1_000u32)
+            .filter(|i| {
+                let b = i.to_be_bytes();
+                l.admit(&[2, 0, b[0], b[1], b[2], b[3]])
+            })
+            .count();
+        assert_eq!(admitted, 50);
     }
 }

@@ -44,6 +44,16 @@ impl PxeMode {
     }
 }
 
+/// An IPv4 address a machine can have: the first octet 1-223 and not 127 (not "this
+/// network", loopback, multicast or reserved). The document states it; [`Machines::set_netboot`]
+/// checks the same.
+pub const HOST_ADDRESS_PATTERN: &str = r"^(?:[1-9]|[1-9]\d|1[01]\d|12[0-6]|12[89]|1[3-9]\d|2[01]\d|22[0-3])(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$";
+
+fn host_address(ip: Ipv4Addr) -> bool {
+    let first = ip.octets()[0];
+    (1..=223).contains(&first) && first != 127
+}
+
 /// A machine's network-boot settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -79,7 +89,7 @@ impl Machines {
     /// address held by another machine is a conflict.
     pub async fn set_netboot(&self, id: &str, input: Netboot) -> Result<Netboot> {
         if let Some(ip) = input.reserved_ip {
-            if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+            if !host_address(ip) {
                 return Err(Error::invalid(
                     "reserved_ip",
                     format!("{ip} cannot be a machine's address"),
@@ -206,5 +216,35 @@ fn from_row(row: Option<(String, Option<String>)>) -> Netboot {
             pxe: PxeMode::parse(Some(&pxe)),
             reserved_ip: ip.and_then(|i| i.parse().ok()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_documented_pattern_and_the_check_agree() {
+        let re = regex_lite(HOST_ADDRESS_PATTERN);
+        for n in (0..=u32::MAX).step_by(9_973_451).chain([
+            0x7f00_0001,
+            0x0a00_0001,
+            0xe000_0001,
+            0xdfff_ffff,
+        ]) {
+            let ip = Ipv4Addr::from(n);
+            assert_eq!(re(&ip.to_string()), host_address(ip), "{ip}");
+        }
+        for first in 0..=255u8 {
+            let ip = Ipv4Addr::new(first, 1, 2, 3);
+            assert_eq!(re(&ip.to_string()), host_address(ip), "{ip}");
+        }
+    }
+
+    /// The pattern through the JSON Schema validator the API tests use.
+    fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
+        let schema = serde_json::json!({"type": "string", "pattern": pattern});
+        move |s: &str| jsonschema::is_valid(&schema, &serde_json::json!(s))
     }
 }

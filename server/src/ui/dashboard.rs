@@ -73,7 +73,8 @@ pub async fn page(
             div.panel {
                 strong { "PXE-boot a machine here" }
                 ol.steps {
-                    li { "Point your DHCP server's boot file at " code { (s.base_url) "/boot/boot.ipxe" }
+                    li { "Run Dragonfly with " code { "--dhcp proxy --dhcp-interface IFACE" } " to answer PXE beside your DHCP server; "
+                         "or point your DHCP server's boot file at " code { (s.base_url) "/boot/boot.ipxe" }
                          " (iPXE clients), or run Dragonfly with " code { "--tftp" } " and hand out "
                          code { "undionly.kpxe" } " / " code { "ipxe.efi" } " from this host." }
                     li { "Power the machine on with network boot first. It boots the inventory image and appears under "

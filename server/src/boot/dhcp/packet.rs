@@ -52,6 +52,36 @@ impl Firmware {
     }
 }
 
+/// dhcproto 0.15 *asserts* (in debug builds) the lengths of a few fixed-size options
+/// instead of refusing them: option 80 (0 bytes), 81 (at least 3), 94 (3), 152-155 (4). The
+/// fuzz target found it. Those lengths, summed over repeats as dhcproto joins them (RFC
+/// 3396), are checked here first, so every build refuses such a packet the same way.
+fn unusual_option_length(bytes: &[u8]) -> Option<String> {
+    let mut sums = [0usize; 256];
+    let mut seen = [false; 256];
+    let mut i = 240; // after the fixed header and the magic cookie
+    while i < bytes.len() {
+        let code = bytes[i];
+        match code {
+            0 => i += 1,
+            255 => break,
+            _ => {
+                let Some(&len) = bytes.get(i + 1) else { break };
+                sums[usize::from(code)] += usize::from(len);
+                seen[usize::from(code)] = true;
+                i += 2 + usize::from(len);
+            }
+        }
+    }
+    let bad = |code: usize, ok: bool| {
+        (seen[code] && !ok).then(|| format!("option {code} is {} bytes long", sums[code]))
+    };
+    bad(80, sums[80] == 0)
+        .or_else(|| bad(81, sums[81] >= 3))
+        .or_else(|| bad(94, sums[94] == 3))
+        .or_else(|| (152..=155).find_map(|c| bad(c, sums[c] == 4)))
+}
+
 /// A DHCP request, as far as the boot decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -87,6 +117,9 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Dropped> {
             "{} bytes, too long",
             bytes.len()
         )));
+    }
+    if let Some(why) = unusual_option_length(bytes) {
+        return Err(Dropped::Malformed(why));
     }
     let msg = Message::decode(&mut Decoder::new(bytes))
         .map_err(|e| Dropped::Malformed(format!("not DHCP: {e}")))?;
@@ -626,6 +659,24 @@ mod tests {
         let mut multicast = good.clone();
         multicast[28] = 0x01;
         assert!(matches!(parse(&multicast), Err(Dropped::Malformed(_))));
+        // Lengths dhcproto would assert instead of refusing (found by the fuzz target).
+        for (code, len) in [(94u8, 2u8), (80, 1), (81, 2), (152, 3)] {
+            let mut odd = good[..good.len() - 1].to_vec(); // without the end option
+            odd.extend([code, len]);
+            odd.extend(std::iter::repeat_n(1u8, usize::from(len)));
+            odd.push(255);
+            let got = parse(&odd);
+            assert!(
+                matches!(&got, Err(Dropped::Malformed(m)) if m.contains(&format!("option {code}"))),
+                "{got:?}"
+            );
+        }
+        let mut twice = good[..good.len() - 1].to_vec();
+        twice.extend([94, 3, 1, 2, 1, 94, 3, 1, 2, 1, 255]);
+        assert!(
+            matches!(parse(&twice), Err(Dropped::Malformed(_))),
+            "repeats are joined"
+        );
         let mut a_reply = good.clone();
         a_reply[0] = 2;
         assert_eq!(parse(&a_reply), Err(Dropped::Ignored("not a request")));
