@@ -174,10 +174,12 @@ else
     scripts/netns.sh down "$netns"
     scripts/netns.sh up "$netns" "$prefix"
     [ "$dhcp" = full ] || scripts/netns.sh dnsmasq "$netns" "$(realpath "$lab")"
-    guest_base=http://$prefix.1:$port
+    # Only on the private network's host end: nothing listens on the host's own interfaces.
+    api=http://$prefix.1:$port
+    guest_base=$api
     dhcp_flags=(--dhcp "$dhcp" --dhcp-interface "$netns")
     [ "$dhcp" = proxy ] || dhcp_flags+=(--dhcp-range "$prefix.100-$prefix.199" --dhcp-gateway "$prefix.1")
-    "$bin" --host 0.0.0.0 --port "$port" --db "$lab/dragonfly.db" --boot-dir "$boot_dir" \
+    "$bin" --host "$prefix.1" --port "$port" --db "$lab/dragonfly.db" --boot-dir "$boot_dir" \
       "${dhcp_flags[@]}" > "$server_log" 2>&1 &
   else
     guest_base=http://10.0.2.2:$port

@@ -147,8 +147,8 @@ fn binary() -> PathBuf {
         .clone()
 }
 
-/// The real binary serving on every address (machines reach it on the veth, the test on
-/// loopback), with an API token.
+/// The real binary, listening only on the host end of the test network (machines and the
+/// test reach it there), with an API token.
 struct Dragonfly {
     child: std::process::Child,
     url: String,
@@ -157,7 +157,7 @@ struct Dragonfly {
 }
 
 impl Dragonfly {
-    fn start(db: &Path, args: &[&str]) -> Dragonfly {
+    fn start(host: &str, db: &Path, args: &[&str]) -> Dragonfly {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -177,7 +177,7 @@ impl Dragonfly {
         .trim()
         .to_string();
         let child = std::process::Command::new(binary())
-            .args(["--host", "0.0.0.0", "--port", &port.to_string()])
+            .args(["--host", host, "--port", &port.to_string()])
             .arg("--db")
             .arg(db)
             .arg("--boot-dir")
@@ -196,7 +196,7 @@ impl Dragonfly {
         );
         Dragonfly {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{host}:{port}"),
             client: reqwest::Client::builder()
                 .default_headers(headers)
                 .no_proxy()
@@ -342,7 +342,11 @@ async fn proxy_beside_dnsmasq_then_full_alone_on_a_real_virtual_network() {
     let ours = net.ip(1);
 
     // 1. proxy beside the site's DHCP server.
-    let mut d = Dragonfly::start(&db, &["--dhcp", "proxy", "--dhcp-interface", &net.name]);
+    let mut d = Dragonfly::start(
+        &ours,
+        &db,
+        &["--dhcp", "proxy", "--dhcp-interface", &net.name],
+    );
     d.ready().await;
     let health = d.get("/healthz").await;
     assert_eq!(health["dhcp"]["mode"], "proxy", "{health}");
@@ -492,6 +496,7 @@ async fn proxy_beside_dnsmasq_then_full_alone_on_a_real_virtual_network() {
     net.stop_dnsmasq();
     let range = format!("{}-{}", net.ip(20), net.ip(40));
     let mut d = Dragonfly::start(
+        &ours,
         &db,
         &[
             "--dhcp",

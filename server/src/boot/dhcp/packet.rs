@@ -54,32 +54,49 @@ impl Firmware {
 
 /// dhcproto 0.15 *asserts* (in debug builds) the lengths of a few fixed-size options
 /// instead of refusing them: option 80 (0 bytes), 81 (at least 3), 94 (3), 152-155 (4). The
-/// fuzz target found it. Those lengths, summed over repeats as dhcproto joins them (RFC
-/// 3396), are checked here first, so every build refuses such a packet the same way.
+/// fuzz target found it. Those lengths are checked here first, for each run of adjacent
+/// instances of one option as dhcproto joins them (RFC 3396), so every build refuses such a
+/// packet the same way.
 fn unusual_option_length(bytes: &[u8]) -> Option<String> {
-    let mut sums = [0usize; 256];
-    let mut seen = [false; 256];
+    let check = |code: u8, len: usize| {
+        let ok = match code {
+            80 => len == 0,
+            81 => len >= 3,
+            94 => len == 3,
+            152..=155 => len == 4,
+            _ => true,
+        };
+        (!ok).then(|| format!("option {code} is {len} bytes long"))
+    };
+    // The run being read: (code, summed length).
+    let mut run: Option<(u8, usize)> = None;
     let mut i = 240; // after the fixed header and the magic cookie
     while i < bytes.len() {
         let code = bytes[i];
-        match code {
-            0 => i += 1,
-            255 => break,
-            _ => {
-                let Some(&len) = bytes.get(i + 1) else { break };
-                sums[usize::from(code)] += usize::from(len);
-                seen[usize::from(code)] = true;
-                i += 2 + usize::from(len);
+        if code == 0 || code == 255 {
+            if let Some(bad) = run.take().and_then(|(c, n)| check(c, n)) {
+                return Some(bad);
             }
+            if code == 255 {
+                return None;
+            }
+            i += 1;
+            continue;
         }
+        let Some(&len) = bytes.get(i + 1) else { break };
+        run = match run {
+            Some((c, n)) if c == code => Some((c, n + usize::from(len))),
+            Some((c, n)) => {
+                if let Some(bad) = check(c, n) {
+                    return Some(bad);
+                }
+                Some((code, usize::from(len)))
+            }
+            None => Some((code, usize::from(len))),
+        };
+        i += 2 + usize::from(len);
     }
-    let bad = |code: usize, ok: bool| {
-        (seen[code] && !ok).then(|| format!("option {code} is {} bytes long", sums[code]))
-    };
-    bad(80, sums[80] == 0)
-        .or_else(|| bad(81, sums[81] >= 3))
-        .or_else(|| bad(94, sums[94] == 3))
-        .or_else(|| (152..=155).find_map(|c| bad(c, sums[c] == 4)))
+    run.and_then(|(c, n)| check(c, n))
 }
 
 /// A DHCP request, as far as the boot decision needs it.
@@ -382,7 +399,7 @@ pub struct Offer {
 
 /// Reads a reply to the probe `xid`; `None` for anything else.
 pub fn parse_offer(bytes: &[u8], xid: u32) -> Option<Offer> {
-    if bytes.len() > MAX_PACKET {
+    if bytes.len() > MAX_PACKET || unusual_option_length(bytes).is_some() {
         return None;
     }
     let msg = Message::decode(&mut Decoder::new(bytes)).ok()?;
