@@ -6,7 +6,7 @@ DHCPDISCOVERs as BIOS PXE firmware does (option 60 PXEClient, option 93 = 0), ea
 own MAC, as fast as one socket can, and times each OFFER from SERVER back to its transaction
 id. Prints p50, p99, max and how many were answered, as JSON.
 
-    bench-dhcp.py IFACE SERVER COUNT [WAIT_SECS]
+    bench-dhcp.py IFACE SERVER COUNT [WAIT_SECS] [FIRST_MAC_NUMBER]
 """
 import json
 import os
@@ -17,6 +17,7 @@ import time
 
 iface, server, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 wait = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
+first = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 
 
 def discover(xid, mac):
@@ -67,7 +68,7 @@ def drain():
 
 for n in range(count):
     xid = base + n
-    mac = bytes([0x02, 0xBE]) + n.to_bytes(4, "big")
+    mac = bytes([0x02, 0xBE]) + (first + n).to_bytes(4, "big")
     sent[xid] = time.monotonic()
     s.sendto(discover(xid, mac), ("255.255.255.255", 67))
     drain()

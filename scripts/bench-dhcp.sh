@@ -36,7 +36,7 @@ serve() { # MODE [FLAGS...]: starts the server on the network's host end
   local mode=$1
   shift
   rm -f "$work"/db*
-  "$bin" --host 127.0.0.1 --port 0 --db "$work/db" --boot-dir out/netboot --dhcp "$mode" \
+  "$bin" --host "$prefix.1" --port 0 --db "$work/db" --boot-dir out/netboot --dhcp "$mode" \
     --dhcp-interface "$net" "$@" > "$work/server-$mode.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do
@@ -51,19 +51,19 @@ burst() { ip netns exec "$net-cli" python3 scripts/bench-dhcp.py cli0 "$prefix.1
 echo "==> 1. DISCOVER -> OFFER, a burst of $count PXE clients"
 serve proxy
 printf '    proxy: %s\n' "$(burst "$count")"
-kill "$pid"; wait "$pid" 2> /dev/null || true
+kill "$pid" 2> /dev/null || true; wait "$pid" 2> /dev/null || true
 serve full --dhcp-range "$prefix.10-$prefix.250" --dhcp-force
 printf '    full (%s addresses, the rest get no offer): %s\n' 241 "$(burst "$count")"
-kill "$pid"; wait "$pid" 2> /dev/null || true
+kill "$pid" 2> /dev/null || true; wait "$pid" 2> /dev/null || true
 
 echo "==> 2. RSS under a flood of 100,000 DISCOVERs from new MACs (proxy mode)"
 serve proxy
 before=$(rss_kb "$pid")
-for _ in 1 2 3 4 5 6 7 8 9 10; do burst 10000 0.2 > /dev/null; done
+for i in 0 1 2 3 4 5 6 7 8 9; do burst 10000 0.2 $((1000000 + i * 10000)) > /dev/null; done
 after=$(rss_kb "$pid")
 answered=$(grep -c "answer=offered" "$work/server-proxy.log" || true)
 echo "    RSS before ${before} kB, after ${after} kB (x$(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.2f", a / b }')); offers logged: $answered"
-kill "$pid"; wait "$pid" 2> /dev/null || true
+kill "$pid" 2> /dev/null || true; wait "$pid" 2> /dev/null || true
 pid=""
 scripts/netns.sh down "$net"
 
@@ -72,7 +72,7 @@ declare -a user bridge
 for r in $(seq 1 "$runs"); do
   for n in user bridge; do
     t=$(scripts/lab.sh --network "$n" --no-assign --no-build --timeout 300 2>&1 |
-      awk '/==> summary/ { s = 1; next } s && $1 == "vm1" { print $5 }')
+      awk '/==> summary/ { s = 1; next } s && $1 == "vm1" { print $5 }' || true)
     echo "    run $r, $n network: registered at ${t:--} s"
     [ "$n" = user ] && user+=("$t") || bridge+=("$t")
   done

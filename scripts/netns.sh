@@ -30,7 +30,7 @@ if [ -z "$cmd" ] || [ -z "$name" ]; then
   exit 2
 fi
 case "$name" in
-  *[!a-z0-9-]* | ????????????????*) echo "netns.sh: NAME must be 1-15 of a-z, 0-9, '-'" >&2; exit 2 ;;
+  -* | *[!a-z0-9-]* | ????????????????*) echo "netns.sh: NAME must be 1-15 of a-z, 0-9, '-', not starting with '-'" >&2; exit 2 ;;
 esac
 if [ "$(id -u)" -ne 0 ]; then
   echo "netns.sh: network namespaces need root" >&2
@@ -53,7 +53,9 @@ ns_host() {
 case "$cmd" in
   up)
     prefix="${3:-10.213.0}"
-    if ip -4 route show | grep -q "^${prefix//./\\.}\.0/24\|^default.* via ${prefix//./\\.}\."; then
+    # Any route of this host but the default one that covers the subnet (a /24, a VPN's 10/8...)
+    routes=$(ip -4 route show match "$prefix.1/32")
+    if awk '!/^default/ && NF { found = 1 } END { exit !found }' <<< "$routes"; then
       echo "netns.sh: this host already routes $prefix.0/24; choose another PREFIX" >&2
       exit 1
     fi

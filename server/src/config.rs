@@ -1056,6 +1056,18 @@ impl Config {
             bail!("--long-poll-secs must be between 1 and 60");
         }
         let dhcp = Dhcp::resolve(&args.dhcp)?;
+        if let Some(d) = &dhcp {
+            if s.host.is_loopback() {
+                bail!(
+                    "--dhcp {} tells machines to fetch boot files from {}, but --host {} \
+                     listens only on loopback: use --host 0.0.0.0 or --host {}",
+                    d.mode.as_str(),
+                    d.server_ip,
+                    s.host,
+                    d.server_ip
+                );
+            }
+        }
         let tls = match (&s.tls_cert, &s.tls_key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             (None, None) => None,

@@ -120,12 +120,12 @@ async fn leases_never_give_one_address_twice_and_honour_reservations() {
     let m = &s.state.machines;
     let p = pool(1, 4); // .1 is this server: .2, .3, .4 remain
     let x = m
-        .lease("02:00:00:00:00:01", &p, None, 60, None)
+        .lease("02:00:00:00:00:01", &p, None, 60, None, false)
         .await
         .unwrap()
         .unwrap();
     let y = m
-        .lease("02:00:00:00:00:02", &p, None, 60, None)
+        .lease("02:00:00:00:00:02", &p, None, 60, None, false)
         .await
         .unwrap()
         .unwrap();
@@ -133,21 +133,21 @@ async fn leases_never_give_one_address_twice_and_honour_reservations() {
     assert_ne!(x, y);
     // Asking for someone else's address gets another one.
     let z = m
-        .lease("02:00:00:00:00:03", &p, Some(x), 60, None)
+        .lease("02:00:00:00:00:03", &p, Some(x), 60, None, false)
         .await
         .unwrap()
         .unwrap();
     assert!(z != x && z != y, "{z}");
     // Full: nothing for a fourth client.
     assert_eq!(
-        m.lease("02:00:00:00:00:04", &p, None, 60, None)
+        m.lease("02:00:00:00:00:04", &p, None, 60, None, false)
             .await
             .unwrap(),
         None
     );
     // The same client gets its address again.
     assert_eq!(
-        m.lease("02:00:00:00:00:01", &p, None, 60, None)
+        m.lease("02:00:00:00:00:01", &p, None, 60, None, false)
             .await
             .unwrap(),
         Some(x)
@@ -155,7 +155,7 @@ async fn leases_never_give_one_address_twice_and_honour_reservations() {
     // A release frees it for others.
     m.release_lease("02:00:00:00:00:01").await.unwrap();
     assert_eq!(
-        m.lease("02:00:00:00:00:04", &p, None, 60, None)
+        m.lease("02:00:00:00:00:04", &p, None, 60, None, false)
             .await
             .unwrap(),
         Some(x)
@@ -164,7 +164,7 @@ async fn leases_never_give_one_address_twice_and_honour_reservations() {
     s.clock.as_ref().unwrap().advance(Duration::from_secs(61));
     assert_eq!(m.active_leases().await.unwrap(), 0);
     assert_eq!(
-        m.lease("02:00:00:00:00:05", &p, None, 60, None)
+        m.lease("02:00:00:00:00:05", &p, None, 60, None, false)
             .await
             .unwrap(),
         Some(x)
@@ -187,7 +187,7 @@ async fn leases_never_give_one_address_twice_and_honour_reservations() {
     .await;
     let mac = "52:54:00:00:00:07";
     assert_eq!(
-        m.lease(mac, &p, None, 60, None).await.unwrap(),
+        m.lease(mac, &p, None, 60, None, false).await.unwrap(),
         Some(Ipv4Addr::new(10, 9, 0, 3))
     );
     let other = m
@@ -197,6 +197,7 @@ async fn leases_never_give_one_address_twice_and_honour_reservations() {
             Some(Ipv4Addr::new(10, 9, 0, 3)),
             60,
             None,
+            false,
         )
         .await
         .unwrap();
@@ -211,8 +212,73 @@ async fn leases_never_give_one_address_twice_and_honour_reservations() {
     )
     .await;
     assert_eq!(
-        m.lease(mac, &p, None, 60, None).await.unwrap(),
+        m.lease(mac, &p, None, 60, None, false).await.unwrap(),
         Some(Ipv4Addr::new(10, 9, 0, 200))
+    );
+}
+
+#[tokio::test]
+async fn a_refused_request_takes_nothing_and_a_declined_address_rests() {
+    let s = TestServer::start_with_manual_clock().await;
+    let m = &s.state.machines;
+    let p = pool(2, 3); // two addresses: .2 and .3
+    let a = "02:00:00:00:00:0a";
+    // A REQUEST for an address outside the pool is refused (the caller NAKs) and holds nothing.
+    let got = m
+        .lease(a, &p, Some(Ipv4Addr::new(10, 9, 0, 99)), 3600, None, true)
+        .await
+        .unwrap();
+    assert_ne!(got, Some(Ipv4Addr::new(10, 9, 0, 99)));
+    assert_eq!(
+        m.active_leases().await.unwrap(),
+        0,
+        "a NAK holds no address"
+    );
+    // A REQUEST for the offered address is granted.
+    let offered = m
+        .lease(a, &p, None, 60, None, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        m.lease(a, &p, Some(offered), 3600, None, true)
+            .await
+            .unwrap(),
+        Some(offered)
+    );
+    // DECLINE: the address is in use by someone unknown. It rests for the given time; the
+    // client gets the other one.
+    m.decline_lease(a, Some(offered), 600).await.unwrap();
+    let next = m
+        .lease(a, &p, None, 60, None, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(next, offered);
+    assert_eq!(
+        m.lease("02:00:00:00:00:0b", &p, None, 60, None, false)
+            .await
+            .unwrap(),
+        None,
+        "the declined address is nobody's, the other is taken"
+    );
+    s.clock.as_ref().unwrap().advance(Duration::from_secs(601));
+    assert_eq!(
+        m.lease("02:00:00:00:00:0b", &p, None, 60, None, false)
+            .await
+            .unwrap(),
+        Some(offered),
+        "back in the pool after its rest"
+    );
+    // A DECLINE naming an address the client does not hold changes nothing.
+    m.decline_lease("02:00:00:00:00:0b", Some(Ipv4Addr::new(10, 9, 0, 9)), 600)
+        .await
+        .unwrap();
+    assert_eq!(
+        m.lease("02:00:00:00:00:0b", &p, None, 60, None, false)
+            .await
+            .unwrap(),
+        Some(offered)
     );
 }
 
@@ -223,7 +289,14 @@ async fn leases_survive_a_restart_on_the_same_file() {
     let ip = s
         .state
         .machines
-        .lease("02:00:00:00:00:01", &p, None, 3600, Some("web-1".into()))
+        .lease(
+            "02:00:00:00:00:01",
+            &p,
+            None,
+            3600,
+            Some("web-1".into()),
+            false,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -237,13 +310,13 @@ async fn leases_survive_a_restart_on_the_same_file() {
     assert_eq!(again.active_leases().await.unwrap(), 1);
     assert_eq!(
         again
-            .lease("02:00:00:00:00:01", &p, None, 3600, None)
+            .lease("02:00:00:00:00:01", &p, None, 3600, None, false)
             .await
             .unwrap(),
         Some(ip)
     );
     let other = again
-        .lease("02:00:00:00:00:02", &p, None, 3600, None)
+        .lease("02:00:00:00:00:02", &p, None, 3600, None, false)
         .await
         .unwrap()
         .unwrap();
@@ -265,6 +338,7 @@ async fn many_clients_at_once_get_distinct_addresses() {
                     None,
                     60,
                     None,
+                    false,
                 )
                 .await
                 .unwrap()

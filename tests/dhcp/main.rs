@@ -43,12 +43,14 @@ impl Net {
         let name = format!("dfly-dhcp-{pid}");
         // A /24 this host does not route (netns.sh refuses one it does).
         let prefix = format!("10.213.{}", pid % 200 + 20);
-        script(&["up", &name, &prefix]);
-        Net {
+        // Made first, so that whatever `up` managed is torn down even if it fails.
+        let net = Net {
             name,
             prefix,
             dir: tempfile::tempdir().unwrap(),
-        }
+        };
+        script(&["up", &net.name, &net.prefix]);
+        net
     }
 
     fn ip(&self, host: u8) -> String {
@@ -468,7 +470,7 @@ async fn proxy_beside_dnsmasq_then_full_alone_on_a_real_virtual_network() {
     let refused = std::process::Command::new(binary())
         .args([
             "--host",
-            "127.0.0.1",
+            &ours,
             "--port",
             "0",
             "--dhcp",

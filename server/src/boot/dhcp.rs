@@ -86,17 +86,15 @@ impl Limiter {
     }
 
     /// Whether a request from `mac` may be answered now.
+    /// One client's flood spends its own budget, not everyone's: per MAC first.
     pub fn admit(&self, mac: &[u8; 6]) -> bool {
-        if self.total.check().is_err() {
-            return false;
-        }
         if self.per_mac.len() >= self.max_tracked {
             self.per_mac.retain_recent();
             if self.per_mac.len() >= self.max_tracked {
                 return false;
             }
         }
-        self.per_mac.check_key(mac).is_ok()
+        self.per_mac.check_key(mac).is_ok() && self.total.check().is_ok()
     }
 
     /// Forgets addresses whose budget is full again.
@@ -262,7 +260,19 @@ impl Service {
             MessageType::Request => "REQUEST",
             MessageType::Inform => "INFORM",
             MessageType::Release | MessageType::Decline if full && port == 67 => {
-                if let Err(e) = self.machines.release_lease(&req.mac).await {
+                // Only for this server's leases.
+                if req.server_id.is_some_and(|s| s != self.cfg.server_ip) {
+                    return None;
+                }
+                let r = if req.kind == MessageType::Decline {
+                    // The client found the address in use: out of the pool for a lease time.
+                    self.machines
+                        .decline_lease(&req.mac, req.requested_ip, self.cfg.lease_secs)
+                        .await
+                } else {
+                    self.machines.release_lease(&req.mac).await
+                };
+                if let Err(e) = r {
                     tracing::warn!(mac = %req.mac, error = %e, "DHCP lease not released");
                 }
                 return None;
@@ -381,10 +391,14 @@ impl Service {
             tracing::debug!(mac = %req.mac, message, %answer, "DHCP");
             self.status.answered();
         }
+        // RFC 2131 4.1: to the relay; else to a client that has an address (RENEW,
+        // INFORM) at that address; else broadcast (it has none yet). A NAK is broadcast.
         let to = if port == PXE_PORT {
             peer
         } else if !req.giaddr.is_unspecified() {
             SocketAddr::V4(SocketAddrV4::new(req.giaddr, 67))
+        } else if !req.ciaddr.is_unspecified() && kind != MessageType::Nak {
+            SocketAddr::V4(SocketAddrV4::new(req.ciaddr, 68))
         } else {
             SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, 68))
         };
@@ -396,6 +410,13 @@ impl Service {
         let Some(pool) = &self.cfg.pool else {
             return Err("no pool".into());
         };
+        if !req.giaddr.is_unspecified() && !pool.in_subnet(req.giaddr) {
+            // The pool is this interface's subnet: useless to a client behind a relay elsewhere.
+            return Err(format!(
+                "relayed from {}, outside the pool's subnet",
+                req.giaddr
+            ));
+        }
         let lease_for = |ip| Lease {
             ip,
             netmask: pool.netmask,
@@ -413,6 +434,7 @@ impl Service {
                         req.requested_ip,
                         OFFER_HOLD_SECS,
                         req.hostname.clone(),
+                        false,
                     )
                     .await
                     .map_err(|e| format!("lease not stored: {e}"))?;
@@ -437,6 +459,7 @@ impl Service {
                         Some(wanted),
                         self.cfg.lease_secs,
                         req.hostname.clone(),
+                        true,
                     )
                     .await
                     .map_err(|e| format!("lease not stored: {e}"))?;

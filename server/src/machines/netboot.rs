@@ -149,9 +149,11 @@ impl Machines {
         }))
     }
 
-    /// Picks `mac`'s address in full DHCP mode and holds it for `secs`: its reservation, else
-    /// `want` when free, else the address it had, else the first free one. `None` when the
-    /// pool is exhausted. One write transaction: two clients never get one address.
+    /// Picks `mac`'s address in full DHCP mode and holds it for `secs`: its reservation (when
+    /// nobody else holds it), else `want` when free, else the address it had, else the first
+    /// free one. `None` when the pool is exhausted. With `exact` (a REQUEST) nothing is held
+    /// unless the pick is `want`: a refused request takes no address. One write transaction:
+    /// two clients never get one address.
     pub async fn lease(
         &self,
         mac: &str,
@@ -159,6 +161,7 @@ impl Machines {
         want: Option<Ipv4Addr>,
         secs: u32,
         hostname: Option<String>,
+        exact: bool,
     ) -> Result<Option<Ipv4Addr>> {
         let now = self.clock.now_ms();
         let mac = mac.to_string();
@@ -173,12 +176,17 @@ impl Machines {
                 let reserved = store::client(tx, &mac)?
                     .and_then(|r| r.reserved_ip)
                     .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-                    .filter(|ip| pool.in_subnet(*ip));
+                    .filter(|ip| {
+                        pool.in_subnet(*ip) && !pool.excluded.contains(ip) && !taken.contains(ip)
+                    });
                 let previous = store::lease_of(tx, &mac)?.and_then(|s| s.parse().ok());
                 let chosen = reserved
                     .or(want.filter(free))
                     .or(previous.filter(free))
                     .or_else(|| pool.addresses().find(|ip| !taken.contains(ip)));
+                if exact && chosen != want {
+                    return Ok(chosen);
+                }
                 if let Some(ip) = chosen {
                     store::put_lease(
                         tx,
@@ -199,6 +207,22 @@ impl Machines {
         let mac = mac.to_string();
         self.db
             .write(move |tx| -> Result<_> { Ok(store::release(tx, &mac, now)?) })
+            .await
+    }
+
+    /// DHCPDECLINE: the client found `ip` (its lease) in use by someone else. The address is
+    /// held out of the pool for `secs`, and the client gets another one next time.
+    pub async fn decline_lease(&self, mac: &str, ip: Option<Ipv4Addr>, secs: u32) -> Result<()> {
+        let now = self.clock.now_ms();
+        let mac = mac.to_string();
+        self.db
+            .write(move |tx| -> Result<_> {
+                let held = store::lease_of(tx, &mac)?;
+                if held.is_some() && held == ip.map(|i| i.to_string()) {
+                    store::quarantine(tx, &mac, now + i64::from(secs) * 1000)?;
+                }
+                Ok(())
+            })
             .await
     }
 

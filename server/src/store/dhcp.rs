@@ -119,6 +119,20 @@ pub fn release(conn: &Connection, mac: &str, now: i64) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Moves `mac`'s lease to a placeholder holder until `until`: the address is in use by an
+/// unknown host (DHCPDECLINE), so nobody gets it meanwhile.
+pub fn quarantine(conn: &Connection, mac: &str, until: i64) -> Result<(), StoreError> {
+    let Some(ip) = lease_of(conn, mac)? else {
+        return Ok(());
+    };
+    let holder = format!("declined:{ip}");
+    conn.prepare_cached("DELETE FROM dhcp_leases WHERE mac = ?1")?
+        .execute([&holder])?;
+    conn.prepare_cached("UPDATE dhcp_leases SET mac = ?2, expires_at = ?3 WHERE mac = ?1")?
+        .execute(params![mac, holder, until])?;
+    Ok(())
+}
+
 /// Leases not yet expired.
 pub fn active_leases(conn: &Connection, now: i64) -> Result<u64, StoreError> {
     Ok(conn

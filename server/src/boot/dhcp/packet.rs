@@ -125,6 +125,8 @@ pub struct Request {
     pub server_id: Option<Ipv4Addr>,
     /// Option 12, when printable.
     pub hostname: Option<String>,
+    /// Option 82 from a relay agent, echoed in the reply as RFC 3046 requires.
+    pub relay: Option<DhcpOption>,
 }
 
 /// Reads one datagram. Never panics, whatever the bytes.
@@ -170,6 +172,12 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Dropped> {
         Some(DhcpOption::ClientSystemArchitecture(a)) => Some(*a),
         _ => None,
     };
+    // Without option 93, the class may still name the architecture ("PXEClient:Arch:00007").
+    let arch = arch.or_else(|| {
+        let text = std::str::from_utf8(class).ok()?;
+        let digits = text.split("Arch:").nth(1)?.get(..5)?;
+        digits.parse::<u16>().ok().map(Architecture)
+    });
     let firmware = match arch {
         None | Some(Architecture::X86_Bios) => Firmware::Bios,
         Some(Architecture::X64 | Architecture::BC) => Firmware::UefiX64,
@@ -212,6 +220,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Dropped> {
             }
             _ => None,
         },
+        relay: opts.get(OptionCode::RelayAgentInformation).cloned(),
     })
 }
 
@@ -281,6 +290,9 @@ pub fn reply(
     );
     msg.set_opcode(Opcode::BootReply);
     msg.set_htype(HType::Eth);
+    if kind == MessageType::Nak {
+        msg.set_siaddr(Ipv4Addr::UNSPECIFIED);
+    }
     if req.broadcast {
         msg.set_flags(Flags::default().set_broadcast());
     }
@@ -291,6 +303,9 @@ pub fn reply(
     let opts = msg.opts_mut();
     opts.insert(DhcpOption::MessageType(kind));
     opts.insert(DhcpOption::ServerIdentifier(server));
+    if let Some(relay) = &req.relay {
+        opts.insert(relay.clone());
+    }
     if kind != MessageType::Nak {
         if let Some(l) = lease {
             opts.insert(DhcpOption::SubnetMask(l.netmask));
@@ -327,7 +342,11 @@ pub fn reply(
                 msg.set_sname_str(server.to_string());
             }
             Boot::Http(url) => {
-                msg.set_fname_str(url);
+                // dhcproto asserts the 128-byte field; URLs here are an IP, a port and a
+                // fixed path (about 50 bytes), but a long one must not stop the server.
+                if url.len() < 128 {
+                    msg.set_fname_str(url);
+                }
             }
         }
     }
@@ -550,6 +569,26 @@ mod tests {
             let why = choose(&req, UefiBinary::Snponly, BASE).unwrap_err();
             assert!(why.contains(&format!("architecture {arch}")), "{why}");
         }
+    }
+
+    #[test]
+    fn the_class_names_the_architecture_when_option_93_is_missing() {
+        let req = parse(&request(
+            MessageType::Discover,
+            Some("PXEClient:Arch:00007:UNDI:003016"),
+            None,
+            None,
+        ))
+        .unwrap();
+        assert_eq!(req.firmware, Firmware::UefiX64);
+        let req = parse(&request(
+            MessageType::Discover,
+            Some("PXEClient"),
+            None,
+            None,
+        ))
+        .unwrap();
+        assert_eq!(req.firmware, Firmware::Bios);
     }
 
     #[test]
