@@ -8,7 +8,7 @@
 #      (scripts/lab.sh --network bridge) against QEMU's built-in DHCP (--network user),
 #      alternating, RUNS times each; medians and their ratio.
 #
-#   sudo scripts/bench-dhcp.sh [COUNT] [RUNS]        defaults 1000 and 3
+#   sudo scripts/bench-dhcp.sh [COUNT] [RUNS]        defaults 1000 and 3 (RUNS 0: no VMs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-1000}
@@ -67,6 +67,7 @@ kill "$pid" 2> /dev/null || true; wait "$pid" 2> /dev/null || true
 pid=""
 scripts/netns.sh down "$net"
 
+[ "$runs" -gt 0 ] || exit 0
 echo "==> 3. BIOS VM start -> registered (TCG), $runs runs each, alternating"
 declare -a user bridge
 for r in $(seq 1 "$runs"); do

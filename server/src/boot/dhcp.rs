@@ -10,8 +10,8 @@
 //!
 //! A machine set to "do not PXE" gets no boot answer at all. Every datagram is bounded
 //! (1,500 bytes), parsed by `dhcproto` (never a panic: the fuzz target `dhcp_packet` holds it
-//! to that), and rate-limited per hardware address and overall; requests are handled one at
-//! a time per socket, so a flood costs a bounded queue, not memory.
+//! to that), and rate-limited per hardware address and overall; at most 256 requests per
+//! socket are answered at once, so a flood costs bounded memory.
 
 pub mod packet;
 pub mod probe;
@@ -44,6 +44,8 @@ const TOTAL_PER_SEC: u32 = 5_000;
 /// Hardware addresses the per-MAC limiter tracks at once; past it, idle ones are forgotten,
 /// and new ones wait until there is room (a flood of random MACs cannot grow memory).
 const MAX_TRACKED: usize = 16_384;
+/// Requests being answered at once, per socket.
+const MAX_IN_FLIGHT: usize = 256;
 /// How long a full-mode OFFER holds its address for the client's REQUEST.
 const OFFER_HOLD_SECS: u32 = 60;
 /// How long the start-up probe listens for other DHCP servers.
@@ -175,13 +177,26 @@ pub async fn start(
     Ok(())
 }
 
-/// A UDP socket on `0.0.0.0:port` that sees only `interface`'s traffic and may broadcast.
 fn bind(interface: &str, port: u16) -> anyhow::Result<UdpSocket> {
+    bind_on(interface, port, || {
+        format!("cannot listen for DHCP on {interface} port {port} (--dhcp-interface)")
+    })
+}
+
+/// A UDP socket on `0.0.0.0:port` that sees only `interface`'s traffic and may broadcast;
+/// `what` names the failure.
+pub(crate) fn bind_on(
+    interface: &str,
+    port: u16,
+    what: impl Fn() -> String,
+) -> anyhow::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let what = || format!("cannot listen for DHCP on {interface} port {port} (--dhcp-interface)");
+    let what = &what;
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).with_context(what)?;
     s.set_reuse_address(true).with_context(what)?;
     s.set_broadcast(true).with_context(what)?;
+    // Room for a burst of requests (the kernel caps it at net.core.rmem_max).
+    let _ = s.set_recv_buffer_size(1 << 20);
     s.bind_device(Some(interface.as_bytes()))
         .with_context(what)?;
     s.set_nonblocking(true).with_context(what)?;
@@ -196,6 +211,8 @@ async fn serve(
     port: u16,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let socket = Arc::new(socket);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let stopped = stopped(stop);
     tokio::pin!(stopped);
     let mut buf = vec![0u8; packet::MAX_PACKET + 1];
@@ -234,11 +251,23 @@ async fn serve(
             service.status.ignored();
             continue;
         }
-        if let Some((bytes, to)) = service.handle(&req, port, peer).await {
-            if let Err(e) = socket.send_to(&bytes, to).await {
-                tracing::warn!(%to, error = %e, "DHCP reply not sent");
+        // Answered concurrently (a rack powering on at once must not wait in the socket's
+        // small buffer behind one database lookup after another), at most MAX_IN_FLIGHT at a
+        // time: past that a request is dropped, as a full buffer would drop it.
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, mac = %req.mac, "DHCP busy: request dropped");
+            service.status.ignored();
+            continue;
+        };
+        let (service, socket) = (service.clone(), socket.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Some((bytes, to)) = service.handle(&req, port, peer).await {
+                if let Err(e) = socket.send_to(&bytes, to).await {
+                    tracing::warn!(%to, error = %e, "DHCP reply not sent");
+                }
             }
-        }
+        });
     }
 }
 
@@ -324,42 +353,17 @@ impl Service {
         let (kind, lease) = if full {
             match self.address(req).await {
                 Ok(v) => v,
-                Err(why) => {
-                    self.record(
-                        req,
-                        &client,
-                        &firmware,
-                        message,
-                        format!("no answer: {why}"),
-                        false,
-                    )
-                    .await;
-                    return None;
-                }
+                Err(why) => return self.refuse(req, &client, &firmware, message, why).await,
             }
+        } else if let Err(why) = &boot {
+            return self
+                .refuse(req, &client, &firmware, message, why.clone())
+                .await;
+        } else if req.kind == MessageType::Discover {
+            (MessageType::Offer, None)
         } else {
-            (
-                if req.kind == MessageType::Discover {
-                    MessageType::Offer
-                } else {
-                    MessageType::Ack
-                },
-                None,
-            )
+            (MessageType::Ack, None)
         };
-        if !full && boot.is_err() {
-            let why = boot.err().unwrap_or_default();
-            self.record(
-                req,
-                &client,
-                &firmware,
-                message,
-                format!("no answer: {why}"),
-                false,
-            )
-            .await;
-            return None;
-        }
         let bytes = packet::reply(
             req,
             kind,
@@ -471,6 +475,21 @@ impl Service {
             // INFORM: the client has an address; it wants settings (and boot information).
             _ => Ok((MessageType::Ack, None)),
         }
+    }
+
+    /// Records why `req` gets no answer; `None` (nothing to send).
+    async fn refuse(
+        &self,
+        req: &Request,
+        client: &Option<crate::machines::netboot::DhcpClient>,
+        firmware: &str,
+        message: &'static str,
+        why: String,
+    ) -> Option<(Vec<u8>, SocketAddr)> {
+        let answer = format!("no answer: {why}");
+        self.record(req, client, firmware, message, answer, false)
+            .await;
+        None
     }
 
     async fn record(

@@ -2,12 +2,10 @@
 //! DISCOVER (no PXE options, a random locally administered MAC), then every OFFER to it for a
 //! while. Full DHCP mode runs it before starting; `dragonfly dhcp probe` runs it by hand.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::Context;
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
 
 use super::packet::{self, Offer};
 use crate::config::ProbeAs;
@@ -23,16 +21,9 @@ pub async fn probe(
     client: ProbeAs,
     mac: Option<[u8; 6]>,
 ) -> anyhow::Result<Vec<Offer>> {
-    let what = || format!("cannot listen on {interface} port 68 for DHCP offers");
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).with_context(what)?;
-    s.set_reuse_address(true).with_context(what)?;
-    s.set_broadcast(true).with_context(what)?;
-    s.bind_device(Some(interface.as_bytes()))
-        .with_context(what)?;
-    s.set_nonblocking(true).with_context(what)?;
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).into())
-        .with_context(what)?;
-    let socket = UdpSocket::from_std(s.into()).with_context(what)?;
+    let socket = super::bind_on(interface, 68, || {
+        format!("cannot listen on {interface} port 68 for DHCP offers")
+    })?;
     let mac = mac.unwrap_or_else(|| {
         let mut m: [u8; 6] = rand::random();
         m[0] = (m[0] | 0x02) & 0xfe;
