@@ -158,7 +158,18 @@ impl Db {
         )
         .map_err(open_err)?;
         configure(&writer).map_err(open_err)?;
-        migrations().to_latest(&mut writer)?;
+        // Two processes opening a new file at once (the server and `dragonfly admin
+        // create-token`) both see version 0 and both migrate; the second's first step then
+        // fails on the tables the first made. Each step is its own transaction, so reading
+        // the version again and going on from there is safe.
+        let mut attempt = 0;
+        while let Err(e) = migrations().to_latest(&mut writer) {
+            attempt += 1;
+            if attempt >= 5 {
+                return Err(e.into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+        }
         // Statistics for the query planner, as SQLite advises for long-lived connections:
         // without them a list filter may walk 8,000 rows where 1,000 would do.
         writer.execute_batch("PRAGMA optimize = 0x10002;")?;
@@ -285,6 +296,23 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn many_openers_of_a_new_file_at_once_all_succeed() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db");
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || Db::open(&path).map(drop))
+                })
+                .collect();
+            for o in openers {
+                o.join().unwrap().unwrap();
+            }
+        }
     }
 
     #[test]
